@@ -1,0 +1,1 @@
+"""Camera geometry and RGB-D frames (pure numpy, no ROS)."""

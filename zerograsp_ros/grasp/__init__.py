@@ -1,0 +1,1 @@
+"""Grasp representation, gripper models, refinement and collision checking (no ROS)."""
