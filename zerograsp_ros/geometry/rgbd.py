@@ -57,7 +57,8 @@ def decode_depth(depth: np.ndarray, encoding: str) -> np.ndarray:
     elif enc == '32fc1':
         d = np.array(depth, dtype=np.float32, copy=True)
     else:
-        raise InputError(f"unsupported depth encoding '{encoding}': expected 16UC1 (mm) or 32FC1 (m)")
+        raise InputError(f"unsupported depth encoding '{encoding}': "
+                         'expected 16UC1 (mm) or 32FC1 (m)')
     d[~np.isfinite(d) | (d <= 0) | (d >= MAX_DEPTH_M)] = np.nan
     return d
 

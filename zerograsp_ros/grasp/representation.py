@@ -70,11 +70,12 @@ class GraspSet:
 
     def finite_mask(self) -> np.ndarray:
         """Grasps whose pose, width and depth are all finite."""
-        return (np.isfinite(self.rotations).all(axis=(1, 2)) & np.isfinite(self.translations).all(1)
-                & np.isfinite(self.widths) & np.isfinite(self.depths) & np.isfinite(self.scores))
+        return (np.isfinite(self.rotations).all(axis=(1, 2))
+                & np.isfinite(self.translations).all(1) & np.isfinite(self.widths)
+                & np.isfinite(self.depths) & np.isfinite(self.scores))
 
     def to_graspnet_array(self) -> np.ndarray:
-        """graspnetAPI GraspGroup rows: score, width, height(0.02), depth, R(9), t(3), object id."""
+        """Rows of graspnetAPI's GraspGroup: score, width, height, depth, R(9), t(3), object id."""
         n = len(self)
         out = np.zeros((n, 17), dtype=np.float32)
         out[:, 0], out[:, 1], out[:, 2], out[:, 3] = self.scores, self.widths, 0.02, self.depths

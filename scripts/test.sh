@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (cached) and run the whole test suite. Extra arguments go to pytest,
+# e.g. `scripts/test.sh -k refinement` or `scripts/test.sh -m "not slow"`.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$REPO/scripts/setup.sh"
+# shellcheck disable=SC1091
+source "$REPO/.ws/env.sh"
+cd "$REPO"
+# Tests import the colcon-installed package, i.e. what `ros2 run` users get.
+export PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg
+exec "$ZEROGRASP_VENV/bin/pytest" test "$@"
