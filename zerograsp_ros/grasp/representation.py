@@ -138,3 +138,28 @@ def rotation_from_axes(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
         nb[bad] = 1.0
     b = b / nb
     return np.stack([a, b, np.cross(a, b)], axis=2).astype(np.float32)
+
+
+def gripper_wireframe(grasps: GraspSet, finger_length: float = 0.04,
+                      palm_back: float = 0.02) -> np.ndarray:
+    """Line segments drawing each grasp as a simple two-finger gripper.
+
+    Returns (N, 5, 2, 3) segments in the grasps' frame: left finger, right
+    finger, palm bar, stem (back along the approach) and tip marker.
+    Used by the RViz markers and the rendered figures alike.
+    """
+    n = len(grasps)
+    R, t = grasps.rotations.astype(np.float64), grasps.translations.astype(np.float64)
+    ax, cl = R[:, :, 0], R[:, :, 1]
+    half = (grasps.widths.astype(np.float64) / 2.0)[:, None]
+    depth = grasps.depths.astype(np.float64)[:, None]
+    tip_l, tip_r = t + ax * depth + cl * half, t + ax * depth - cl * half
+    root_l = tip_l - ax * finger_length
+    root_r = tip_r - ax * finger_length
+    palm_mid = (root_l + root_r) / 2.0
+    stem_end = palm_mid - ax * palm_back
+    segs = np.stack([
+        np.stack([root_l, tip_l], 1), np.stack([root_r, tip_r], 1),
+        np.stack([root_l, root_r], 1), np.stack([palm_mid, stem_end], 1),
+        np.stack([t, t + ax * 1e-3], 1)], axis=1)
+    return segs.reshape(n, 5, 2, 3).astype(np.float32)
