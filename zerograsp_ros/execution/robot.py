@@ -1,0 +1,184 @@
+"""Robot + gripper presets (config/robots/<name>.yaml) and the 2F-85 width map.
+
+A preset names everything that differs between arms: planning group, base
+frame, flange and TCP links, the flange -> TCP offset of the 2F-85 on its
+adapter, velocity/acceleration scaling, the workspace box the TCP must stay in,
+the gripper action (type and name) and the launch includes for the bring-up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+import yaml
+
+from zerograsp_ros.errors import InputError
+
+GRIPPER_ACTION_TYPES = ('GripperCommand', 'ParallelGripperCommand')
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_dir() -> Path:
+    """The package's config/ folder: the source tree first, else the install space."""
+    candidates = [PACKAGE_ROOT / 'config']
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / 'share' / 'zerograsp_ros' / 'config')
+    for cand in candidates:
+        if (cand / 'robots').is_dir():
+            return cand
+    raise InputError(f'no zerograsp_ros config folder found (looked in '
+                     f'{", ".join(str(c) for c in candidates)})')
+
+
+def available_robot_presets() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / 'robots').glob('*.yaml'))
+
+
+@dataclass(frozen=True)
+class GripperPreset:
+    model: str = 'robotiq_2f85'
+    action_type: str = 'GripperCommand'
+    action_name: str = '/robotiq_gripper_controller/gripper_cmd'
+    joint_name: str = 'robotiq_85_left_knuckle_joint'
+    stroke: float = 0.085
+    knuckle_open: float = 0.0
+    knuckle_closed: float = 0.7929
+    max_effort: float = 60.0
+    action_timeout: float = 10.0
+
+    def width_to_knuckle(self, width: float) -> float:
+        """Knuckle angle [rad] for an opening [m].
+
+        A LINEAR APPROXIMATION of the 2F-85 linkage, exact only fully open and closed.
+        """
+        if not np.isfinite(width):
+            raise InputError(f'gripper width must be finite, got {width}')
+        frac = float(np.clip(width / self.stroke, 0.0, 1.0))
+        return self.knuckle_closed + frac * (self.knuckle_open - self.knuckle_closed)
+
+    def knuckle_to_width(self, angle: float) -> float:
+        """Inverse of width_to_knuckle (same linear approximation), clipped to the stroke."""
+        span = self.knuckle_open - self.knuckle_closed
+        frac = float(np.clip((angle - self.knuckle_closed) / span, 0.0, 1.0))
+        return frac * self.stroke
+
+
+@dataclass(frozen=True)
+class RobotPreset:
+    name: str
+    planning_group: str
+    base_frame: str
+    flange_link: str
+    tcp_link: str
+    tcp_offset_xyz: tuple[float, float, float]
+    grasp_to_tcp_rpy: tuple[float, float, float]
+    velocity_scaling: float
+    acceleration_scaling: float
+    workspace_min: tuple[float, float, float]
+    workspace_max: tuple[float, float, float]
+    planning_time: float = 5.0
+    planning_attempts: int = 3
+    free_motion: dict = field(default_factory=lambda: {'pipeline': 'ompl',
+                                                       'planner_id': 'RRTConnectkConfigDefault'})
+    linear_motion: dict = field(default_factory=lambda: {
+        'pipeline': 'pilz_industrial_motion_planner', 'planner_id': 'LIN'})
+    controllers: tuple[str, ...] = ()
+    touch_links: tuple[str, ...] = ()
+    gripper: GripperPreset = field(default_factory=GripperPreset)
+    bringup: dict = field(default_factory=dict)
+
+    @property
+    def grasp_to_tcp(self) -> np.ndarray:
+        """4x4 pose of the TCP link in the grasp frame (rotation only)."""
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler('xyz', self.grasp_to_tcp_rpy).as_matrix()
+        return T
+
+    def in_workspace(self, point) -> bool:
+        p = np.asarray(point, dtype=np.float64)
+        return bool(np.all(np.isfinite(p)) and np.all(p >= self.workspace_min)
+                    and np.all(p <= self.workspace_max))
+
+    def validate(self) -> 'RobotPreset':
+        if self.gripper.action_type not in GRIPPER_ACTION_TYPES:
+            raise InputError(f'robot preset {self.name!r}: gripper action_type '
+                             f'{self.gripper.action_type!r} is not one of {GRIPPER_ACTION_TYPES}')
+        for label, value in (('velocity_scaling', self.velocity_scaling),
+                             ('acceleration_scaling', self.acceleration_scaling)):
+            if not 0.0 < value <= 1.0:
+                raise InputError(f'robot preset {self.name!r}: {label} must be in (0, 1], '
+                                 f'got {value}')
+        if not np.all(np.asarray(self.workspace_min) < np.asarray(self.workspace_max)):
+            raise InputError(f'robot preset {self.name!r}: workspace_min {self.workspace_min} '
+                             f'is not below workspace_max {self.workspace_max}')
+        if not 0.0 < self.gripper.stroke <= 0.2:
+            raise InputError(f'robot preset {self.name!r}: gripper stroke '
+                             f'{self.gripper.stroke} m is implausible')
+        return self
+
+
+def _vec3(raw, key: str, name: str) -> tuple[float, float, float]:
+    arr = np.asarray(raw, dtype=np.float64).reshape(-1)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)):
+        raise InputError(f'robot preset {name!r}: {key} must be 3 finite numbers, got {raw}')
+    return tuple(float(v) for v in arr)
+
+
+def robot_preset_from_dict(data: dict, name: str = 'custom') -> RobotPreset:
+    """Build a preset from the YAML structure of config/robots/*.yaml."""
+    try:
+        arm, grip = data['arm'], data.get('gripper', {})
+        name = data.get('name', name)
+        gripper = GripperPreset(**{k: (float(v) if isinstance(v, (int, float)) else v)
+                                   for k, v in grip.items()})
+        preset = RobotPreset(
+            name=name,
+            planning_group=str(arm['planning_group']),
+            base_frame=str(arm['base_frame']),
+            flange_link=str(arm['flange_link']),
+            tcp_link=str(arm['tcp_link']),
+            tcp_offset_xyz=_vec3(arm.get('tcp_offset_xyz', [0, 0, 0.149]), 'tcp_offset_xyz',
+                                 name),
+            grasp_to_tcp_rpy=_vec3(arm.get('grasp_to_tcp_rpy', [0, 0, 0]), 'grasp_to_tcp_rpy',
+                                   name),
+            velocity_scaling=float(arm.get('velocity_scaling', 0.1)),
+            acceleration_scaling=float(arm.get('acceleration_scaling', 0.1)),
+            workspace_min=_vec3(arm['workspace_min'], 'workspace_min', name),
+            workspace_max=_vec3(arm['workspace_max'], 'workspace_max', name),
+            planning_time=float(arm.get('planning_time', 5.0)),
+            planning_attempts=int(arm.get('planning_attempts', 3)),
+            free_motion=dict(arm.get('free_motion', RobotPreset.__dataclass_fields__[
+                'free_motion'].default_factory())),
+            linear_motion=dict(arm.get('linear_motion', RobotPreset.__dataclass_fields__[
+                'linear_motion'].default_factory())),
+            controllers=tuple(arm.get('controllers', []) or []),
+            touch_links=tuple(arm.get('touch_links', []) or []),
+            gripper=gripper,
+            bringup=dict(data.get('bringup', {}) or {}),
+        )
+    except KeyError as exc:
+        raise InputError(f'robot preset {name!r} lacks the key {exc}') from exc
+    except TypeError as exc:
+        raise InputError(f'robot preset {name!r} has an unknown or malformed key: {exc}') from exc
+    return preset.validate()
+
+
+def load_robot_preset(name_or_path: str) -> RobotPreset:
+    """A preset by name ('panda', 'fr3': config/robots/<name>.yaml) or by YAML path."""
+    path = Path(name_or_path)
+    if not (path.suffix in ('.yaml', '.yml') and path.is_file()):
+        path = config_dir() / 'robots' / f'{name_or_path}.yaml'
+        if not path.is_file():
+            raise InputError(f'unknown robot preset {name_or_path!r}; available: '
+                             f'{", ".join(available_robot_presets())} (or a path to a YAML file)')
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f'robot preset {path} is not valid YAML: {exc}') from exc
+    if not isinstance(data, dict):
+        raise InputError(f'robot preset {path} must hold a mapping, got {type(data).__name__}')
+    return robot_preset_from_dict(data, name=path.stem)
