@@ -1,0 +1,1 @@
+"""Perception: tabletop segmentation, meshing and the in-process grasp pipeline."""
