@@ -49,6 +49,9 @@ class GripperPreset:
     knuckle_closed: float = 0.7929
     max_effort: float = 60.0
     action_timeout: float = 10.0
+    # Distance from the fingertip ends back to the TCP link along the approach:
+    # 0 when the TCP link sits midway between the fingertips (our xacro's).
+    tcp_behind_fingertips: float = 0.0
 
     def width_to_knuckle(self, width: float) -> float:
         """Knuckle angle [rad] for an opening [m].

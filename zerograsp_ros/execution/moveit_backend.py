@@ -1,0 +1,355 @@
+"""Execution backend for the real cell: moveit_py + the gripper action + tf2.
+
+Everything robot-PC-only (moveit.planning, moveit_msgs, control_msgs, tf2_ros,
+rclpy.action) is imported in `load_moveit_api()`, and the Humble/Jazzy API
+differences live in `MoveItApi` (one place):
+- `MoveItPy.execute`: Jazzy `execute(trajectory, controllers=[...])`, Humble
+  `execute(group_name, trajectory, blocking=True)`.
+- the Robotiq controller's action: `control_msgs/GripperCommand` (Humble
+  branch of ros2_robotiq_gripper) or `ParallelGripperCommand` (newer), chosen
+  by the robot preset.
+
+Straight-line motions use the preset's `linear_motion` pipeline (Pilz LIN by
+default), free motions `free_motion` (OMPL). On a dry run every plan starts
+from the goal state of the previous one, so the whole sequence is planned
+without moving.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+import threading
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from zerograsp_ros.execution.backends import (
+    CollisionBox,
+    CollisionMesh,
+    ExecutionBackend,
+    ExecutionError,
+    GripperResult,
+    MotionResult,
+)
+from zerograsp_ros.execution.robot import RobotPreset
+
+# GoalStatus values of action_msgs (kept here so the module imports without ROS).
+STATUS_SUCCEEDED, STATUS_ABORTED = 4, 6
+
+
+@dataclass
+class MoveItApi:
+    """The robot-PC classes the adapter uses (real ones from load_moveit_api, or fakes)."""
+
+    MoveItPy: object
+    PlanRequestParameters: object
+    RobotState: object
+    CollisionObject: object
+    AttachedCollisionObject: object
+    SolidPrimitive: object
+    Mesh: object
+    MeshTriangle: object
+    Point: object
+    Pose: object
+    PoseStamped: object
+    GripperCommand: object
+    ParallelGripperCommand: object | None
+    ActionClient: object
+    make_tf_buffer: object           # callable(node) -> object with lookup_transform(...)
+    distro: str = 'jazzy'
+
+    def execute(self, robot, group: str, trajectory, controllers) -> bool:
+        if self.distro == 'humble':
+            status = robot.execute(group, trajectory, blocking=True)
+        else:
+            status = robot.execute(trajectory, controllers=list(controllers))
+        # Humble returns None (blocking), Jazzy an ExecutionStatus (or a bool in some builds).
+        if status is None or isinstance(status, bool):
+            return status is not False
+        if hasattr(status, 'status'):
+            return str(status.status).upper().endswith('SUCCEEDED')
+        return bool(status)
+
+
+def load_moveit_api() -> MoveItApi:
+    """Import the robot-PC packages; ExecutionError naming the missing one otherwise."""
+    try:
+        from control_msgs.action import GripperCommand
+        from geometry_msgs.msg import Point, Pose, PoseStamped
+        from moveit.core.robot_state import RobotState
+        from moveit.planning import MoveItPy, PlanRequestParameters
+        from moveit_msgs.msg import AttachedCollisionObject, CollisionObject
+        from rclpy.action import ActionClient
+        from shape_msgs.msg import Mesh, MeshTriangle, SolidPrimitive
+        import tf2_ros
+    except ImportError as exc:
+        raise ExecutionError(f'the moveit backend needs moveit_py, moveit_msgs, control_msgs '
+                             f'and tf2_ros (a ROS 2 install with MoveIt 2): {exc}') from exc
+    try:
+        from control_msgs.action import ParallelGripperCommand
+    except ImportError:  # older control_msgs (Humble) lack it
+        ParallelGripperCommand = None
+
+    def make_tf_buffer(node):
+        buffer = tf2_ros.Buffer()
+        buffer._zerograsp_listener = tf2_ros.TransformListener(buffer, node)
+        return buffer
+
+    return MoveItApi(MoveItPy, PlanRequestParameters, RobotState, CollisionObject,
+                     AttachedCollisionObject, SolidPrimitive, Mesh, MeshTriangle, Point, Pose,
+                     PoseStamped, GripperCommand, ParallelGripperCommand, ActionClient,
+                     make_tf_buffer, os.environ.get('ROS_DISTRO', 'jazzy').lower())
+
+
+def matrix_to_pose(api: MoveItApi, T: np.ndarray):
+    pose = api.Pose()
+    q = Rotation.from_matrix(np.asarray(T)[:3, :3]).as_quat()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in np.asarray(T)[:3, 3])
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = \
+        (float(v) for v in q)
+    return pose
+
+
+def transform_to_matrix(transform) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4."""
+    T = np.eye(4)
+    r, t = transform.rotation, transform.translation
+    T[:3, :3] = Rotation.from_quat([r.x, r.y, r.z, r.w]).as_matrix()
+    T[:3, 3] = [t.x, t.y, t.z]
+    return T
+
+
+def _wait(future, timeout: float, what: str):
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout):
+        raise ExecutionError(f'{what}: no answer within {timeout:.1f} s')
+    return future.result()
+
+
+class MoveItBackend(ExecutionBackend):
+    """moveit_py planning/execution, the gripper action and tf2, for one robot preset."""
+
+    TABLE_NAME = 'table'
+
+    def __init__(self, node, robot: RobotPreset, api: MoveItApi | None = None,
+                 moveit_node_name: str = 'zerograsp_moveit_py', tf_timeout: float = 1.0,
+                 callback_group=None):
+        self.api = api or load_moveit_api()
+        self.node = node
+        self.preset = robot
+        self.planning_frame = robot.base_frame
+        self.tf_timeout = float(tf_timeout)
+        self.robot = self.api.MoveItPy(node_name=moveit_node_name)
+        self.arm = self.robot.get_planning_component(robot.planning_group)
+        self.scene_monitor = self.robot.get_planning_scene_monitor()
+        self.tf_buffer = self.api.make_tf_buffer(node)
+        grip = robot.gripper
+        action_type = self.api.GripperCommand
+        if grip.action_type == 'ParallelGripperCommand':
+            if self.api.ParallelGripperCommand is None:
+                raise ExecutionError('this control_msgs has no ParallelGripperCommand; set the '
+                                     "preset's gripper.action_type to GripperCommand")
+            action_type = self.api.ParallelGripperCommand
+        self._action_type = action_type
+        self.gripper_client = self.api.ActionClient(node, action_type, grip.action_name,
+                                                    callback_group=callback_group)
+        self.scene_objects: list[str] = []
+        self._dry_run_start = None   # RobotState the next dry-run plan starts from
+
+    # ----------------------------------------------------------------- frames
+    def lookup_transform(self, target_frame: str, source_frame: str) -> np.ndarray:
+        import rclpy.duration
+        import rclpy.time
+        try:
+            stamped = self.tf_buffer.lookup_transform(
+                target_frame, source_frame, rclpy.time.Time(),
+                timeout=rclpy.duration.Duration(seconds=self.tf_timeout))
+        except Exception as exc:  # tf2 raises several unrelated exception types
+            raise ExecutionError(f'no TF {target_frame} <- {source_frame}: {exc} (is the '
+                                 'camera extrinsic published?)') from exc
+        return transform_to_matrix(stamped.transform)
+
+    # ----------------------------------------------------------------- planning scene
+    def _collision_object(self, name: str, operation):
+        co = self.api.CollisionObject()
+        co.id = name
+        co.header.frame_id = self.planning_frame
+        co.operation = operation
+        return co
+
+    def mesh_object(self, obj: CollisionMesh):
+        co = self._collision_object(obj.name, self.api.CollisionObject.ADD)
+        mesh = self.api.Mesh()
+        mesh.vertices = [self.api.Point(x=float(x), y=float(y), z=float(z))
+                         for x, y, z in obj.vertices]
+        mesh.triangles = [self.api.MeshTriangle(vertex_indices=[int(a), int(b), int(c)])
+                          for a, b, c in obj.faces]
+        co.meshes = [mesh]
+        co.mesh_poses = [matrix_to_pose(self.api, np.eye(4))]  # vertices are in the base frame
+        co.pose = matrix_to_pose(self.api, np.eye(4))
+        return co
+
+    def box_object(self, box: CollisionBox):
+        co = self._collision_object(box.name, self.api.CollisionObject.ADD)
+        prim = self.api.SolidPrimitive()
+        prim.type = self.api.SolidPrimitive.BOX
+        prim.dimensions = [float(v) for v in box.size]
+        co.primitives = [prim]
+        co.primitive_poses = [matrix_to_pose(self.api, np.eye(4))]
+        co.pose = matrix_to_pose(self.api, box.pose)
+        return co
+
+    def update_planning_scene(self, objects: list[CollisionMesh], table: CollisionBox | None,
+                              target: str | None) -> None:
+        touch = list(self.preset.touch_links)
+        try:
+            with self.scene_monitor.read_write() as scene:
+                for name in self.scene_objects:
+                    scene.apply_collision_object(
+                        self._collision_object(name, self.api.CollisionObject.REMOVE))
+                added = []
+                if table is not None:
+                    scene.apply_collision_object(self.box_object(table))
+                    added.append(table.name)
+                for obj in objects:
+                    scene.apply_collision_object(self.mesh_object(obj))
+                    added.append(obj.name)
+                acm = scene.allowed_collision_matrix
+                for obj in objects:  # gripper links may touch the target, nothing else
+                    for link in touch:
+                        acm.set_entry(obj.name, link, obj.name == target)
+                scene.current_state.update()
+        except Exception as exc:  # moveit_py raises RuntimeError or pybind errors
+            raise ExecutionError(f'planning scene update failed: {exc}') from exc
+        self.scene_objects = added
+
+    def attach(self, object_name: str) -> None:
+        aco = self.api.AttachedCollisionObject()
+        aco.link_name = self.preset.tcp_link
+        aco.object = self._collision_object(object_name, self.api.CollisionObject.ADD)
+        aco.touch_links = list(self.preset.touch_links)
+        try:
+            with self.scene_monitor.read_write() as scene:
+                scene.process_attached_collision_object(aco)
+                if self.TABLE_NAME in self.scene_objects:  # it rests on the table when lifted
+                    scene.allowed_collision_matrix.set_entry(object_name, self.TABLE_NAME, True)
+                scene.current_state.update()
+        except Exception as exc:
+            raise ExecutionError(f'attaching {object_name} failed: {exc}') from exc
+
+    def detach(self, object_name: str) -> None:
+        aco = self.api.AttachedCollisionObject()
+        aco.link_name = self.preset.tcp_link
+        aco.object = self._collision_object(object_name, self.api.CollisionObject.REMOVE)
+        try:
+            with self.scene_monitor.read_write() as scene:
+                scene.process_attached_collision_object(aco)
+                # Its mesh pose is stale once placed: drop it from the world too.
+                scene.apply_collision_object(
+                    self._collision_object(object_name, self.api.CollisionObject.REMOVE))
+                scene.current_state.update()
+        except Exception as exc:
+            raise ExecutionError(f'detaching {object_name} failed: {exc}') from exc
+        self.scene_objects = [n for n in self.scene_objects if n != object_name]
+
+    # ----------------------------------------------------------------- motion
+    def plan_parameters(self, straight_line: bool):
+        spec = self.preset.linear_motion if straight_line else self.preset.free_motion
+        params = self.api.PlanRequestParameters(self.robot, spec.get('namespace', ''))
+        params.planning_pipeline = spec['pipeline']
+        params.planner_id = spec['planner_id']
+        params.planning_time = self.preset.planning_time
+        params.planning_attempts = self.preset.planning_attempts
+        params.max_velocity_scaling_factor = self.preset.velocity_scaling
+        params.max_acceleration_scaling_factor = self.preset.acceleration_scaling
+        return params
+
+    def goal_pose(self, T_base_tcp: np.ndarray):
+        goal = self.api.PoseStamped()
+        goal.header.frame_id = self.planning_frame
+        goal.pose = matrix_to_pose(self.api, T_base_tcp)
+        return goal
+
+    def move(self, T_base_tcp: np.ndarray, straight_line: bool, dry_run: bool) -> MotionResult:
+        T = np.asarray(T_base_tcp, dtype=np.float64)
+        if dry_run and self._dry_run_start is not None:
+            self.arm.set_start_state(robot_state=self._dry_run_start)
+        else:
+            self.arm.set_start_state_to_current_state()
+        self.arm.set_goal_state(pose_stamped_msg=self.goal_pose(T),
+                                pose_link=self.preset.tcp_link)
+        kind = 'straight-line' if straight_line else 'free'
+        try:
+            plan = self.arm.plan(single_plan_parameters=self.plan_parameters(straight_line))
+        except Exception as exc:
+            return MotionResult(False, False, f'{kind} planning raised: {exc}')
+        if not plan:
+            return MotionResult(False, False, f'no {kind} plan to the TCP goal')
+        if dry_run:
+            self._dry_run_start = self._last_state(plan.trajectory, T)
+            return MotionResult(True, True, f'{kind} motion planned', T)
+        self._dry_run_start = None
+        try:
+            ok = self.api.execute(self.robot, self.preset.planning_group, plan.trajectory,
+                                  self.preset.controllers)
+        except Exception as exc:
+            return MotionResult(False, True, f'{kind} execution raised: {exc}')
+        return MotionResult(ok, True, f'{kind} motion ' + ('executed' if ok else
+                                                         'failed in the controller'), T)
+
+    def _last_state(self, trajectory, T: np.ndarray):
+        try:  # moveit_py RobotTrajectory is indexable in recent releases
+            return trajectory[len(trajectory) - 1]
+        except Exception:  # older bindings: solve IK at the goal instead
+            state = self.api.RobotState(self.robot.get_robot_model())
+            state.set_from_ik(self.preset.planning_group, self.goal_pose(T).pose,
+                              self.preset.tcp_link, 1.0)
+            return state
+
+    # ----------------------------------------------------------------- gripper
+    def gripper_goal(self, width: float, max_effort: float):
+        grip = self.preset.gripper
+        angle = grip.knuckle_closed if width < 0 else grip.width_to_knuckle(width)
+        effort = float(max_effort) if max_effort > 0 else grip.max_effort
+        goal = self._action_type.Goal()
+        if self._action_type is self.api.GripperCommand:
+            goal.command.position = float(angle)
+            goal.command.max_effort = effort
+        else:  # ParallelGripperCommand: a JointState command
+            goal.command.name = [grip.joint_name]
+            goal.command.position = [float(angle)]
+            goal.command.effort = [effort]
+        return goal
+
+    def gripper(self, width: float, max_effort: float) -> GripperResult:
+        grip = self.preset.gripper
+        if not self.gripper_client.wait_for_server(timeout_sec=min(grip.action_timeout, 5.0)):
+            return GripperResult(False, float('nan'), None,
+                                 f'gripper action {grip.action_name} is not available')
+        try:
+            handle = _wait(self.gripper_client.send_goal_async(self.gripper_goal(width,
+                                                                                 max_effort)),
+                           grip.action_timeout, 'gripper goal')
+            if not handle.accepted:
+                return GripperResult(False, float('nan'), None, 'gripper goal rejected')
+            response = _wait(handle.get_result_async(), grip.action_timeout, 'gripper result')
+        except ExecutionError as exc:
+            return GripperResult(False, float('nan'), None, str(exc))
+        res = response.result
+        position = res.position if hasattr(res, 'position') else \
+            (list(res.state.position) or [float('nan')])[0]
+        measured = grip.knuckle_to_width(position) if np.isfinite(position) else float('nan')
+        # A controller that stalls on an object may abort the goal: that is a grasp, not an error.
+        ok = response.status == STATUS_SUCCEEDED or (response.status == STATUS_ABORTED
+                                                     and bool(res.stalled))
+        held = None
+        if width < 0:  # closing: held when stopped by something before fully closing
+            held = bool(res.stalled) and not bool(res.reached_goal)
+        return GripperResult(ok, measured, held,
+                             f'status {response.status}, stalled {bool(res.stalled)}, '
+                             f'reached_goal {bool(res.reached_goal)}')
+
+    def close(self) -> None:
+        self.gripper_client.destroy()
+
