@@ -345,7 +345,7 @@ class ObjectShape:
     voxel_size: float
 
 
-def object_to_msg(obj, header: Header) -> ObjectReconstruction:
+def object_to_msg(obj, header: Header, include_mesh: bool = True) -> ObjectReconstruction:
     """Any object with object_id, points, normals, vertices, faces, voxel_size -> message."""
     msg = ObjectReconstruction()
     msg.object_id = int(obj.object_id)
@@ -356,6 +356,10 @@ def object_to_msg(obj, header: Header) -> ObjectReconstruction:
     points, normals = points[keep], normals[keep]
     msg.surface = points_to_cloud(dict(zip(SURFACE_FIELDS, [*points.T, *normals.T])), header)
     mesh = Mesh()
+    if not include_mesh:  # refinement needs only the surface points
+        msg.mesh = mesh
+        msg.voxel_size = float(obj.voxel_size)
+        return msg
     vertices = np.asarray(obj.vertices if obj.vertices is not None else np.zeros((0, 3)),
                           dtype=np.float64).reshape(-1, 3)
     faces = np.asarray(obj.faces if obj.faces is not None else np.zeros((0, 3)),
@@ -387,10 +391,10 @@ def msg_to_object(msg: ObjectReconstruction) -> ObjectShape:
                        float(msg.voxel_size))
 
 
-def scene_to_msg(objects, header: Header) -> SceneReconstruction:
+def scene_to_msg(objects, header: Header, include_mesh: bool = True) -> SceneReconstruction:
     msg = SceneReconstruction()
     msg.header = header
-    msg.objects = [object_to_msg(o, header) for o in objects]
+    msg.objects = [object_to_msg(o, header, include_mesh) for o in objects]
     return msg
 
 

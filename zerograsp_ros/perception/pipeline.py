@@ -98,7 +98,7 @@ def finite_top_k(grasps: GraspSet, max_grasps: int) -> GraspSet:
 def refine_on_reconstruction(grasps: GraspSet, objects, gripper, config=None,
                              frame: RGBDFrame | None = None,
                              table_plane: np.ndarray | None = None,
-                             max_grasps: int = 50) -> RefinementOutput:
+                             max_grasps: int = 50, device: str = 'cpu') -> RefinementOutput:
     """Contact refinement + collision check of grasps on the reconstructed objects.
 
     objects: anything with object_id and points (the model's ObjectReconstruction,
@@ -120,7 +120,7 @@ def refine_on_reconstruction(grasps: GraspSet, objects, gripper, config=None,
     result = refine_grasps(grasps, object_points, object_point_ids=ids, scene_points=scene,
                            table_plane=table_plane, gripper=gripper,
                            config=config if config is not None else RefinementConfig(),
-                           max_grasps=int(max_grasps))
+                           max_grasps=int(max_grasps), device=device)
     refined = finite_top_k(result.grasps, int(max_grasps))
     counts = {str(k): int(v) for k, v in dict(result.rejection_counts).items()}
     dropped = len(result.grasps) - len(refined)
@@ -133,7 +133,8 @@ class GraspPipeline:
     """Segmentation, reconstruction + grasp prediction and refinement, in one process."""
 
     def __init__(self, predictor, segmenter=None, gripper=None, refinement_config=None,
-                 max_grasps: int = 20, max_grasps_per_object: int = 64):
+                 max_grasps: int = 20, max_grasps_per_object: int = 64,
+                 refinement_device: str = 'cpu'):
         self.predictor = predictor
         self.segmenter = segmenter if segmenter is not None else make_segmenter('tabletop')
         self.gripper = gripper
@@ -142,6 +143,7 @@ class GraspPipeline:
             raise InputError('max_grasps and max_grasps_per_object must be >= 1')
         self.max_grasps = int(max_grasps)
         self.max_grasps_per_object = int(max_grasps_per_object)
+        self.refinement_device = refinement_device
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str = 'auto',
@@ -157,8 +159,8 @@ class GraspPipeline:
     # ----------------------------------------------------------------- stages
 
     def prepare(self, frame: RGBDFrame, labels: np.ndarray | None = None,
-                watch: Stopwatch | None = None):
-        """Validate, segment when no labels are given, fit the table plane.
+                watch: Stopwatch | None = None, need_plane: bool = True):
+        """Validate, segment when no labels are given, fit the table plane (if needed).
 
         Returns (frame with labels, table_plane or None, warnings).
         """
@@ -174,7 +176,7 @@ class GraspPipeline:
                 if not seg.object_ids:
                     raise InputError('no objects on the table: segmentation found nothing '
                                      'standing on the support plane')
-            else:
+            elif need_plane:
                 try:
                     plane = self.segmenter.table_plane(frame) \
                         if hasattr(self.segmenter, 'table_plane') else None
@@ -208,7 +210,8 @@ class GraspPipeline:
             raise InputError('this pipeline has no gripper model: refinement is unavailable')
         return refine_on_reconstruction(grasps, objects, self.gripper, self.refinement_config,
                                         frame=frame, table_plane=table_plane,
-                                        max_grasps=max_grasps or self.max_grasps)
+                                        max_grasps=max_grasps or self.max_grasps,
+                                        device=self.refinement_device)
 
     # ----------------------------------------------------------------- whole
 

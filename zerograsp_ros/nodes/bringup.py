@@ -1,0 +1,147 @@
+"""Launch-free bring-up: the node graph of graph.py in ONE process (MultiThreadedExecutor).
+
+For machines without the `launch` package. Same nodes, names, parameter files and
+remappings as launch/pick_scene.launch.py and launch/perception.launch.py:
+
+  bringup                                   # pick scene, simulated cell (use_sim)
+  bringup --perception-only --camera-source replay --replay-dir samples/tabletop
+  bringup --no-sim --robot fr3              # robot PC without `launch`
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from zerograsp_ros.errors import CheckpointError, InputError
+from zerograsp_ros.nodes.graph import (
+    CAMERA_SOURCES,
+    ROBOTS,
+    NodeSpec,
+    perception_nodes,
+    pick_scene_nodes,
+)
+
+# What a node constructor may raise for bad configuration: reported, not a traceback.
+STARTUP_ERRORS = (InputError, CheckpointError, ImportError)
+
+
+def node_class(spec: NodeSpec):
+    """Import a node class lazily (sim cell and execution need extra packages)."""
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        raise ImportError(f'node {spec.name}: cannot import {spec.module}: {exc}') from exc
+    try:
+        return getattr(module, spec.class_name)
+    except AttributeError:
+        raise ImportError(f'node {spec.name}: {spec.module} has no class '
+                          f'{spec.class_name}') from None
+
+
+def spin(nodes, threads: int | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    # Inference waits for /refine_grasps in another group: several threads are needed.
+    executor = MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes)))
+    for node in nodes:
+        executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def run_single_node(cls, args=None) -> int:
+    """Entry point of one node executable: start, report bad configuration clearly, spin."""
+    import rclpy
+
+    rclpy.init(args=args)
+    try:
+        node = cls()
+    except STARTUP_ERRORS as exc:
+        print(f'[{cls.__name__}] cannot start: {exc}', file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        return 1
+    return spin([node])
+
+
+def build_specs(opts) -> list[NodeSpec]:
+    if opts.perception_only:
+        return perception_nodes(opts.camera_source or 'realsense', opts.replay_dir,
+                                opts.checkpoint, opts.device, not opts.no_visualization,
+                                tuple(opts.params_file))
+    specs = pick_scene_nodes(not opts.no_sim, opts.robot, opts.checkpoint, opts.device,
+                             not opts.no_visualization)
+    if opts.camera_source or opts.params_file:
+        override = perception_nodes(opts.camera_source or ('sim' if not opts.no_sim
+                                                          else 'realsense'),
+                                    opts.replay_dir, opts.checkpoint, opts.device,
+                                    not opts.no_visualization, tuple(opts.params_file))
+        by_name = {s.name: s for s in override}
+        specs = [by_name.get(s.name, s) for s in specs]
+    return specs
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog='bringup', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--perception-only', action='store_true',
+                   help='camera, segmentation, grasp, refinement, visualisation only')
+    p.add_argument('--no-sim', action='store_true',
+                   help='real cell (use_sim:=false): realsense camera, execution on MoveIt')
+    p.add_argument('--robot', default='panda', help=f'robot preset {ROBOTS}')
+    p.add_argument('--checkpoint', default='', help="model checkpoint ('' = installed default)")
+    p.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
+    p.add_argument('--camera-source', default='', choices=('',) + CAMERA_SOURCES,
+                   help='override the camera source')
+    p.add_argument('--replay-dir', default='', help='recorded frames for --camera-source replay')
+    p.add_argument('--params-file', action='append', default=[],
+                   help='extra parameter YAML for the perception nodes (repeatable)')
+    p.add_argument('--no-visualization', action='store_true')
+    p.add_argument('--threads', type=int, default=0, help='executor threads (0 = automatic)')
+    p.add_argument('--list', action='store_true', help='print the node graph and exit')
+    return p.parse_args(argv)
+
+
+def main(args=None):
+    import rclpy
+    from rclpy.utilities import remove_ros_args
+
+    argv = list(sys.argv if args is None else args)
+    opts = parse_args(remove_ros_args(argv)[1:])
+    try:
+        specs = build_specs(opts)
+        classes = [node_class(s) for s in specs]
+    except STARTUP_ERRORS as exc:
+        print(f'[bringup] {exc}', file=sys.stderr, flush=True)
+        return 1
+    if opts.list:
+        for s in specs:
+            print(s.executable, s.name, ' '.join(s.ros_args()), s.parameters)
+        return 0
+    rclpy.init(args=argv)
+    nodes = []
+    try:
+        for spec, cls in zip(specs, classes):
+            nodes.append(cls(cli_args=spec.ros_args(),
+                             parameter_overrides=spec.parameter_overrides()))
+    except STARTUP_ERRORS as exc:
+        print(f'[bringup] cannot start {spec.name}: {exc}', file=sys.stderr, flush=True)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    print(f"[bringup] running {', '.join(n.get_name() for n in nodes)}", flush=True)
+    return spin(nodes, opts.threads or None)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Reconstruction-and-grasp node: serves /predict_grasps with the ZeroGrasp model.
+
+- Keeps the latest RGB-D frames and instance masks (own callback group, so frames
+  keep flowing while inference runs in the inference group).
+- A request uses its own frame/masks, or the latest fresh frame (max_frame_age)
+  with its masks (segmenting in process when the segmentation node has not
+  delivered masks for it yet).
+- Refinement goes through /refine_grasps, called asynchronously from a third
+  callback group; when the service is down the request fails with a clear
+  message, or returns unrefined grasps if request.allow_unrefined.
+- Results are published (transient local) for the visualisation node; with
+  `continuous` the node also predicts on every new frame.
+"""
+from __future__ import annotations
+
+from collections import deque
+import sys
+import threading
+import time
+import traceback
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.msg import GraspArray, InstanceMasks, SceneReconstruction
+from zerograsp_ros.msg import RGBDFrame as RGBDFrameMsg
+from zerograsp_ros.nodes.common import (
+    FRAME_QOS,
+    GRASPS_TOPIC,
+    INSTANCE_MASKS_TOPIC,
+    LATCHED_QOS,
+    PREDICT_SERVICE,
+    RECONSTRUCTION_TOPIC,
+    REFINE_SERVICE,
+    RGBD_FRAME_TOPIC,
+    declare,
+    non_negative,
+    positive,
+)
+from zerograsp_ros.nodes.conversions import (
+    frame_msg_is_empty,
+    grasps_to_msg,
+    masks_msg_is_empty,
+    masks_msg_to_labels,
+    msg_to_grasps,
+    rgbd_msg_to_frame,
+    scene_to_msg,
+    stamp_to_seconds,
+)
+from zerograsp_ros.nodes.graph import default_checkpoint
+from zerograsp_ros.nodes.segmentation_node import declare_segmenter
+from zerograsp_ros.perception.pipeline import GraspPipeline, Stopwatch, finite_top_k
+from zerograsp_ros.srv import PredictGrasps, RefineGrasps
+
+
+class RefinementUnavailable(Exception):
+    """/refine_grasps is not there or did not answer in time."""
+
+
+class GraspNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('grasp_node', **kwargs)
+        checkpoint = declare(self, 'checkpoint', '',
+                             "ZeroGrasp checkpoint ('' = share/zerograsp_ros/checkpoints/"
+                             "zerograsp_cpu.pt)")
+        device = declare(self, 'device', 'auto', "Torch device: 'auto' (cuda if available), "
+                         "'cpu' or 'cuda[:N]'",
+                         lambda v: v == 'auto' or v == 'cpu' or v.startswith('cuda'),
+                         "'auto', 'cpu' or 'cuda[:N]'")
+        self.max_grasps = declare(self, 'max_grasps', 20, 'Grasps returned when the request '
+                                  'says 0', lambda v: v >= 1, 'an integer >= 1')
+        max_per_object = declare(self, 'max_grasps_per_object', 64,
+                                 'Grasps decoded per object before refinement',
+                                 lambda v: v >= 1, 'an integer >= 1')
+        self.max_frame_age = declare(self, 'max_frame_age', 2.0,
+                                     'A request without a frame fails when the latest frame '
+                                     'is older than this [s]', positive, 'a number > 0')
+        self.refine_wait = declare(self, 'refine_service_wait', 2.0,
+                                   'How long to wait for /refine_grasps to appear [s]',
+                                   non_negative, 'a number >= 0')
+        self.refine_timeout = declare(self, 'refine_timeout', 30.0,
+                                      'How long to wait for the refinement answer [s]',
+                                      positive, 'a number > 0')
+        self.publish_results = declare(self, 'publish_results', True,
+                                       'Publish grasps and reconstructions of every request')
+        self.continuous = declare(self, 'continuous', False,
+                                  'Also predict on every new frame and publish the results')
+        period = declare(self, 'continuous_period', 1.0,
+                         'Continuous mode: how often to look for a new frame [s]', positive,
+                         'a number > 0')
+        self.continuous_refine = declare(self, 'continuous_refine', True,
+                                         'Continuous mode: refine via /refine_grasps')
+        segmenter = declare_segmenter(self)
+
+        if not checkpoint:
+            checkpoint = str(default_checkpoint())
+        from zerograsp_ros.model.inference import ZeroGraspPredictor, resolve_device
+
+        self.device = str(resolve_device(device))
+        predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=self.device)
+        self.pipeline = GraspPipeline(predictor, segmenter, gripper=None,
+                                      max_grasps=self.max_grasps,
+                                      max_grasps_per_object=max_per_object)
+        self.get_logger().info(f'loaded {checkpoint} on {self.device}')
+
+        self.inference_group = MutuallyExclusiveCallbackGroup()
+        self.input_group = MutuallyExclusiveCallbackGroup()
+        self.client_group = MutuallyExclusiveCallbackGroup()
+        self.publish_group = MutuallyExclusiveCallbackGroup()
+        self.lock = threading.Lock()
+        self.frames: deque[tuple[float, RGBDFrameMsg]] = deque(maxlen=4)
+        self.masks: deque[InstanceMasks] = deque(maxlen=4)
+        self.create_subscription(RGBDFrameMsg, RGBD_FRAME_TOPIC, self._on_frame, FRAME_QOS,
+                                 callback_group=self.input_group)
+        self.create_subscription(InstanceMasks, INSTANCE_MASKS_TOPIC, self._on_masks,
+                                 FRAME_QOS, callback_group=self.input_group)
+        self.refine_client = self.create_client(RefineGrasps, REFINE_SERVICE,
+                                                callback_group=self.client_group)
+        self.grasps_pub = self.create_publisher(GraspArray, GRASPS_TOPIC, LATCHED_QOS)
+        self.reconstruction_pub = self.create_publisher(SceneReconstruction,
+                                                        RECONSTRUCTION_TOPIC, LATCHED_QOS)
+        self.pending_publish = None
+        self.create_timer(0.05, self._publish_pending, callback_group=self.publish_group)
+        self.service = self.create_service(PredictGrasps, PREDICT_SERVICE, self._on_predict,
+                                           callback_group=self.inference_group)
+        self.last_continuous_stamp = None
+        if self.continuous:
+            self.create_timer(period, self._continuous_tick, callback_group=self.inference_group)
+
+    # ----------------------------------------------------------------- inputs
+
+    def _on_frame(self, msg: RGBDFrameMsg):
+        with self.lock:
+            self.frames.append((time.monotonic(), msg))
+
+    def _on_masks(self, msg: InstanceMasks):
+        with self.lock:
+            self.masks.append(msg)
+
+    def _latest_inputs(self) -> tuple[RGBDFrameMsg, InstanceMasks | None]:
+        """The newest fresh frame and its masks (None when none arrived for it yet)."""
+        with self.lock:
+            frames, masks = list(self.frames), list(self.masks)
+        if not frames:
+            raise InputError(f'no recent frame: nothing received on {RGBD_FRAME_TOPIC} yet '
+                             '(is the camera node running?)')
+        received, frame = frames[-1]
+        age = time.monotonic() - received
+        if age > self.max_frame_age:
+            raise InputError(f'no recent frame: the latest frame is {age:.1f} s old '
+                             f'(max_frame_age {self.max_frame_age} s)')
+        # Prefer the newest fresh frame that already has masks.
+        by_stamp = {stamp_to_seconds(m.header.stamp): m for m in masks}
+        for received, candidate in reversed(frames):
+            if time.monotonic() - received > self.max_frame_age:
+                break
+            match = by_stamp.get(stamp_to_seconds(candidate.header.stamp))
+            if match is not None:
+                return candidate, match
+        return frame, None
+
+    def _select_inputs(self, request) -> tuple[RGBDFrameMsg, InstanceMasks | None]:
+        has_frame = not frame_msg_is_empty(request.frame)
+        has_masks = not masks_msg_is_empty(request.masks)
+        if has_frame:
+            return request.frame, request.masks if has_masks else None
+        frame, masks = self._latest_inputs()
+        if has_masks:
+            if stamp_to_seconds(request.masks.header.stamp) != \
+                    stamp_to_seconds(frame.header.stamp):
+                raise InputError('the request carries masks but no frame, and the masks\' stamp '
+                                 'matches no recent frame')
+            masks = request.masks
+        return frame, masks
+
+    # ----------------------------------------------------------------- service
+
+    def _on_predict(self, request, response):
+        start = time.perf_counter()
+        try:
+            frame_msg, masks_msg = self._select_inputs(request)
+            self._predict(frame_msg, masks_msg, request, response)
+            response.stage_names.append('total')
+            response.stage_seconds.append(float(time.perf_counter() - start))
+        except (InputError, RefinementUnavailable) as exc:
+            response.success = False
+            response.message = str(exc)
+            self.get_logger().warn(f'predict_grasps failed: {exc}')
+        except Exception as exc:  # a bug must not take the service down: report it loudly
+            response.success = False
+            response.message = f'internal error: {type(exc).__name__}: {exc}'
+            self.get_logger().error(f'predict_grasps crashed:\n{traceback.format_exc()}')
+        return response
+
+    def _predict(self, frame_msg, masks_msg, request, response):
+        frame = rgbd_msg_to_frame(frame_msg)
+        labels = masks_msg_to_labels(masks_msg, frame.shape) if masks_msg is not None else None
+        k = int(request.max_grasps) or self.max_grasps
+        watch = Stopwatch()
+        labelled, _, warnings = self.pipeline.prepare(frame, labels, watch, need_plane=False)
+        prediction = self.pipeline.predict(labelled, watch)
+        warnings += [str(w) for w in prediction.warnings]
+        grasps = prediction.grasps.subset(prediction.grasps.finite_mask())
+        if len(grasps) == 0:
+            raise InputError(f'the model proposed no grasp on the {len(prediction.objects)} '
+                             'object(s)')
+        header = frame_msg.header
+        summary = ''
+        if request.refine:
+            try:
+                t0 = time.perf_counter()
+                refined = self._refine(grasps, prediction.objects, frame_msg, k)
+                watch.times['refinement'] = time.perf_counter() - t0
+                grasps_msg = grasps_to_msg(finite_top_k(msg_to_grasps(refined.grasps), k),
+                                           header)
+                counts = dict(zip(refined.rejection_reasons, refined.rejection_counts))
+                rejected = ', '.join(f'{r}: {c}' for r, c in counts.items() if c)
+                if not grasps_msg.grasps:
+                    raise InputError(f'no grasp survived refinement ({rejected or "none"} of '
+                                     f'{len(grasps)} rejected)')
+                summary = f'{len(grasps_msg.grasps)} refined grasps on ' \
+                          f'{len(prediction.objects)} object(s) (rejected: {rejected or "none"})'
+            except RefinementUnavailable as exc:
+                if not request.allow_unrefined:
+                    raise
+                warnings.append(f'UNREFINED grasps: {exc}')
+                grasps_msg = grasps_to_msg(finite_top_k(grasps, k), header)
+                summary = f'{len(grasps_msg.grasps)} unrefined grasps on ' \
+                          f'{len(prediction.objects)} object(s)'
+        else:
+            grasps_msg = grasps_to_msg(finite_top_k(grasps, k), header)
+            summary = f'{len(grasps_msg.grasps)} unrefined grasps (refine=false) on ' \
+                      f'{len(prediction.objects)} object(s)'
+        response.success = True
+        response.message = summary + ''.join(f'; warning: {w}' for w in warnings)
+        response.grasps = grasps_msg
+        if request.return_reconstruction:
+            response.reconstruction = scene_to_msg(prediction.objects, header)
+        for name, seconds in watch.times.items():
+            response.stage_names.append(name)
+            response.stage_seconds.append(float(seconds))
+        if self.publish_results:
+            with self.lock:
+                self.pending_publish = (grasps_msg, prediction.objects, header,
+                                        response.reconstruction if
+                                        request.return_reconstruction else None)
+
+    def _refine(self, grasps, objects, frame_msg, k):
+        if not self.refine_client.service_is_ready() and \
+                not self.refine_client.wait_for_service(timeout_sec=self.refine_wait):
+            raise RefinementUnavailable(f'refinement service /{REFINE_SERVICE} is not available '
+                                        '(is refinement_node running?)')
+        request = RefineGrasps.Request()
+        request.grasps = grasps_to_msg(grasps, frame_msg.header)
+        request.reconstruction = scene_to_msg(objects, frame_msg.header, include_mesh=False)
+        request.frame = frame_msg
+        request.max_grasps = int(k)
+        future = self.refine_client.call_async(request)
+        deadline = time.monotonic() + self.refine_timeout
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        # The answer is delivered by the executor in client_group; this thread only waits.
+        while not future.done() and time.monotonic() < deadline:
+            done.wait(0.02)
+        if not future.done():
+            self.refine_client.remove_pending_request(future)
+            raise RefinementUnavailable(f'/{REFINE_SERVICE} did not answer within '
+                                        f'{self.refine_timeout} s')
+        result = future.result()
+        if result is None:
+            raise RefinementUnavailable(f'/{REFINE_SERVICE} call failed: {future.exception()}')
+        if not result.success:
+            raise InputError(f'refinement failed: {result.message}')
+        return result
+
+    # ----------------------------------------------------------------- output
+
+    def _publish_pending(self):
+        with self.lock:
+            pending, self.pending_publish = self.pending_publish, None
+        if pending is None:
+            return
+        grasps_msg, objects, header, scene_msg = pending
+        self.grasps_pub.publish(grasps_msg)
+        self.reconstruction_pub.publish(scene_msg if scene_msg is not None
+                                        else scene_to_msg(objects, header))
+
+    def _continuous_tick(self):
+        try:
+            frame_msg, masks_msg = self._latest_inputs()
+        except InputError:
+            return
+        stamp = stamp_to_seconds(frame_msg.header.stamp)
+        if stamp == self.last_continuous_stamp:
+            return
+        self.last_continuous_stamp = stamp
+        request = PredictGrasps.Request()
+        request.refine = self.continuous_refine
+        request.allow_unrefined = True
+        response = PredictGrasps.Response()
+        try:
+            self._predict(frame_msg, masks_msg, request, response)
+        except (InputError, RefinementUnavailable) as exc:
+            self.get_logger().warn(f'continuous prediction: {exc}', throttle_duration_sec=5.0)
+
+
+def main(args=None):
+    from zerograsp_ros.nodes.bringup import run_single_node
+
+    return run_single_node(GraspNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Refinement node: serves /refine_grasps (contact constraints, collision check, NMS, top-k).
+
+The gripper model comes from the `gripper` preset parameter; every field of
+RefinementConfig is a parameter `refinement.<field>`. When the request carries the
+frame, its depth points join the obstacle cloud and the table plane is fitted on it.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+
+from rclpy.node import Node
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.nodes.common import REFINE_SERVICE, declare, declare_dataclass
+from zerograsp_ros.nodes.conversions import (
+    frame_msg_is_empty,
+    grasps_to_msg,
+    msg_to_grasps,
+    msg_to_scene,
+    rgbd_msg_to_frame,
+)
+from zerograsp_ros.nodes.segmentation_node import declare_segmenter
+from zerograsp_ros.perception.pipeline import refine_on_reconstruction
+from zerograsp_ros.srv import RefineGrasps
+
+
+class RefinementNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('refinement_node', **kwargs)
+        from zerograsp_ros.grasp.gripper import gripper_preset
+        from zerograsp_ros.grasp.refinement import RefinementConfig
+
+        self.gripper = gripper_preset(declare(self, 'gripper', 'robotiq_2f85',
+                                              'Gripper preset (zerograsp_ros.grasp.gripper)'))
+        self.max_grasps = declare(self, 'max_grasps', 20, 'Grasps kept when the request says 0',
+                                  lambda v: v >= 1, 'an integer >= 1')
+        self.device = declare(self, 'device', 'cpu', "Torch device for the collision checks "
+                              "('cpu', 'cuda[:N]' or 'auto')")
+        self.use_table_plane = declare(self, 'use_table_plane', True,
+                                       'Fit the table plane on the request frame and reject '
+                                       'grasps through it')
+        self.config = RefinementConfig(**declare_dataclass(self, 'refinement',
+                                                           RefinementConfig(), 'refinement'))
+        self.config.validate()
+        self.segmenter = declare_segmenter(self) if self.use_table_plane else None
+        if self.device == 'auto':
+            import torch
+
+            self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        self.create_service(RefineGrasps, REFINE_SERVICE, self._on_refine)
+        self.get_logger().info(f'gripper {self.gripper.name}, refinement on {self.device}')
+
+    def _on_refine(self, request, response):
+        try:
+            self._refine(request, response)
+        except InputError as exc:
+            response.success = False
+            response.message = str(exc)
+            self.get_logger().warn(f'refine_grasps failed: {exc}')
+        except Exception as exc:  # a bug must not take the service down: report it loudly
+            response.success = False
+            response.message = f'internal error: {type(exc).__name__}: {exc}'
+            self.get_logger().error(f'refine_grasps crashed:\n{traceback.format_exc()}')
+        return response
+
+    def _refine(self, request, response):
+        grasps = msg_to_grasps(request.grasps)
+        objects = msg_to_scene(request.reconstruction)
+        if not objects:
+            raise InputError('the request has no reconstruction (no objects)')
+        if request.grasps.header.frame_id != request.reconstruction.header.frame_id:
+            raise InputError(f"grasps are in '{request.grasps.header.frame_id}' but the "
+                             f"reconstruction in '{request.reconstruction.header.frame_id}'")
+        frame, plane, note = None, None, ''
+        if not frame_msg_is_empty(request.frame):
+            frame = rgbd_msg_to_frame(request.frame)
+            if self.segmenter is not None:
+                try:
+                    plane = self.segmenter.table_plane(frame)
+                except InputError as exc:
+                    note = f'; no table plane ({exc})'
+        k = int(request.max_grasps) or self.max_grasps
+        out = refine_on_reconstruction(grasps, objects, self.gripper, self.config, frame=frame,
+                                       table_plane=plane, max_grasps=k, device=self.device)
+        response.success = True
+        response.grasps = grasps_to_msg(out.grasps, request.grasps.header)
+        response.rejection_reasons = list(out.rejection_counts)
+        response.rejection_counts = [int(v) for v in out.rejection_counts.values()]
+        response.message = f'{len(response.grasps.grasps)} of {len(grasps)} grasps kept in ' \
+                           f'{out.seconds:.3f} s{note}'
+
+
+def main(args=None):
+    from zerograsp_ros.nodes.bringup import run_single_node
+
+    return run_single_node(RefinementNode, args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
