@@ -1,0 +1,1 @@
+"""The ZeroGrasp network on ocnn: config, inputs, network, losses, checkpoints, inference."""

@@ -1,0 +1,165 @@
+"""Model configuration: every size of the ZeroGrasp network, with two presets.
+
+`preset('paper')` follows the published scale (facts in the reference note
+`zerograsp-model.md`): one 1.28 m scene cube, octree depths 4..9 (2.5 mm
+leaves), channels by depth 512,512,256,256,192,192,96,96,48,48, latent depth 4
+with D' = 192, 3 transformer blocks of 3 heads x 64, occlusion fields B = 8 with
+64 channels, CVAE MLP 4 x 512, latent_dim 16, loss weights of the supplement.
+
+`preset('cpu')` keeps the same structure at a size that trains on 2 CPU cores.
+It was chosen by measurement (see `benchmarks/model_latency.py`): leaves at
+depth 7 (10 mm), latent depth 4 (80 mm), narrow channels, one residual block
+per depth, B = 4 occlusion sub-blocks, 2 transformer blocks of 2 heads x 32.
+Measured on this machine (2 shared cores, torch CPU): an untrained
+forward + backward of a 5-object 640x480 scene takes about CPU_PRESET_TRAIN_STEP_S
+seconds; numbers are filled in from the benchmark (see the README of the model).
+
+Ablation switches (all presets): use_cvae, use_multi_object_encoder,
+use_occlusion_fields.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from zerograsp_ros.errors import InputError
+
+# measured train-step time of the cpu preset (5 objects, 2 shared cores), seconds
+CPU_PRESET_TRAIN_STEP_S = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """All sizes and switches of ZeroGraspNet; stored inside every checkpoint."""
+
+    name: str = 'paper'
+    # --- scene cube and octree (reference: 1280 mm cube, z_min rounded to 80 mm - 400 mm)
+    scene_cube_m: float = 1.28
+    z_round_m: float = 0.08
+    z_margin_m: float = 0.40
+    coord_clip: float = 0.99
+    depth: int = 9                  # finest octree depth (leaf = cube / 2**depth)
+    latent_depth: int = 4           # coarsest level kept; transformer tokens live here
+    input_full_depth: int = 3
+    min_depth_m: float = 0.10       # depth outside [min, max] is invalid
+    max_depth_m: float = 2.50
+    min_object_points: int = 30     # fewer valid points -> object skipped with a warning
+    max_object_extent_m: float = 0.30   # bounds the decoded octree size (see split_cap)
+    # --- channels by octree depth 0..depth (only latent_depth..depth are used)
+    channels: tuple[int, ...] = (512, 512, 256, 256, 192, 192, 96, 96, 48, 48)
+    resblocks_per_depth: int = 2
+    bottleneck: int = 4
+    head_hidden: int = 64
+    # --- image encoder (trained from scratch; see image_encoder.py for the seam)
+    image_encoder: str = 'small_cnn'
+    image_feature_channels: int = 32
+    image_encoder_width: int = 32
+    # --- CVAE
+    use_cvae: bool = True
+    latent_dim: int = 16
+    cvae_hidden: int = 512
+    cvae_layers: int = 4
+    posterior_channels: int = 32    # width of the GT-octree encoder feeding the posterior
+    # --- multi-object encoder
+    use_multi_object_encoder: bool = True
+    transformer_blocks: int = 3
+    transformer_heads: int = 3
+    transformer_head_dim: int = 64
+    transformer_ff_mult: int = 4
+    transformer_dropout: float = 0.1
+    rope_freq_min: float = 1.0      # rotary frequencies (x pi) over positions in [-1, 1]
+    rope_freq_max: float = 16.0
+    # --- 3D occlusion fields
+    use_occlusion_fields: bool = True
+    occlusion_blocks: int = 8       # B: sub-blocks per axis of a latent voxel
+    occlusion_channels: int = 64
+    neighbour_dilation_px: int = 5
+    # --- grasp parameterisation: direct axes (approach 3, closing 3, width 1, depth 1,
+    #     graspness 1, quality 1)
+    max_grasp_width_m: float = 0.10
+    max_grasp_depth_m: float = 0.04
+    grasp_label_radius_m: float = 0.005
+    # --- losses (paper supplement weights)
+    w_occupancy: float = 1.0
+    w_normal: float = 1.0
+    w_sdf: float = 1.0
+    w_graspness: float = 5.0
+    w_quality: float = 5.0
+    w_approach: float = 1.0
+    w_closing: float = 1.0
+    w_width: float = 2.5
+    w_depth: float = 2.5
+    w_kl: float = 0.5
+    kl_cycle_steps: int = 2000      # cyclic KL annealing: ramps 0 -> w_kl in the first half
+    kl_ramp_fraction: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        problems = []
+        if not 1 <= self.input_full_depth <= self.latent_depth < self.depth:
+            problems.append(f'need 1 <= input_full_depth ({self.input_full_depth}) <= '
+                            f'latent_depth ({self.latent_depth}) < depth ({self.depth})')
+        if len(self.channels) != self.depth + 1:
+            problems.append(f'channels needs depth + 1 = {self.depth + 1} entries, '
+                            f'got {len(self.channels)}')
+        b = self.occlusion_blocks
+        if b < 2 or b & (b - 1):
+            problems.append(f'occlusion_blocks must be a power of two >= 2, got {b}')
+        if self.transformer_head_dim % 6:
+            problems.append('transformer_head_dim must be a multiple of 6 (3D rotary pairs), '
+                            f'got {self.transformer_head_dim}')
+        if problems:
+            raise InputError('invalid ModelConfig: ' + '; '.join(problems))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.channels[self.latent_depth]
+
+    @property
+    def voxel_size_m(self) -> float:
+        """Edge of a finest-depth leaf in metres."""
+        return self.scene_cube_m / 2 ** self.depth
+
+    @property
+    def signal_channels(self) -> int:
+        # normal 3, sdf 1, graspness 1, quality 1, approach 3, closing 3, width 1, depth 1
+        return 14
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['channels'] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'ModelConfig':
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f'unknown ModelConfig fields: {unknown}')
+        d = dict(d)
+        if 'channels' in d:
+            d['channels'] = tuple(int(c) for c in d['channels'])
+        return cls(**d)
+
+    def differences(self, other: 'ModelConfig') -> list[str]:
+        """Human-readable 'field: mine != theirs' lines."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f'{k}: {a[k]!r} != {b[k]!r}' for k in a if a[k] != b[k]]
+
+    def replace(self, **changes) -> 'ModelConfig':
+        return replace(self, **changes)
+
+
+def preset(name: str) -> ModelConfig:
+    """'paper' (published scale) or 'cpu' (same structure, trains on 2 CPU cores)."""
+    if name == 'paper':
+        return ModelConfig(name='paper')
+    if name == 'cpu':
+        return ModelConfig(
+            name='cpu', depth=7, latent_depth=4, input_full_depth=3,
+            channels=(64, 64, 64, 64, 64, 48, 32, 24),
+            resblocks_per_depth=1, bottleneck=2, head_hidden=32,
+            image_feature_channels=16, image_encoder_width=16,
+            latent_dim=16, cvae_hidden=128, cvae_layers=2, posterior_channels=16,
+            transformer_blocks=2, transformer_heads=2, transformer_head_dim=24,
+            transformer_ff_mult=2, occlusion_blocks=4, occlusion_channels=16)
+    raise InputError(f"unknown model preset '{name}': expected 'paper' or 'cpu'")
