@@ -189,6 +189,8 @@ def _resolve_device(device) -> torch.device:
         raise InputError(f'unknown device {device!r}: {exc}') from None
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise InputError(f'device {device!r} requested but CUDA is not available')
+    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+        raise InputError(f'device {device!r}: only {torch.cuda.device_count()} CUDA devices')
     return dev
 
 

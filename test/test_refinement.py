@@ -1,0 +1,412 @@
+"""Grasp refinement: contacts, collision/emptiness, table and cone checks, NMS, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.grasp.gripper import GRIPPER_PRESETS, GripperModel, gripper_preset
+from zerograsp_ros.grasp.refinement import (
+    REJECTION_REASONS,
+    RefinementConfig,
+    check_collisions,
+    contact_refinement,
+    grasp_nms,
+    refine_grasps,
+    voxel_downsample,
+)
+from zerograsp_ros.grasp.representation import GraspSet, rotation_from_approach
+
+GRIPPER = gripper_preset('robotiq_2f85')
+TABLE = np.array([0.0, 0.0, 1.0, 0.0])  # world frame, z up, table at z = 0
+DOWN = np.array([[0.0, 0.0, -1.0]])
+
+
+def make_grasps(rotations, translations, widths, depths, scores=None, object_ids=None):
+    n = len(translations)
+    scores = np.linspace(1.0, 0.5, n) if scores is None else scores
+    object_ids = np.zeros(n) if object_ids is None else object_ids
+    return GraspSet(rotations, translations, widths, depths, scores, scores, np.ones(n),
+                    object_ids)
+
+
+def box_surface(half, centre=(0.0, 0.0, 0.0), step=0.002):
+    """Points on the surface of an axis-aligned box (a reconstruction stand-in)."""
+    axes = [np.arange(-h, h + 1e-9, step) for h in half]
+    grid = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
+    on_face = np.zeros(len(grid), bool)
+    for k, h in enumerate(half):
+        on_face |= np.abs(np.abs(grid[:, k]) - h) < step / 2
+    return (grid[on_face] + np.asarray(centre)).astype(np.float32)
+
+
+def table_points(half=0.2, step=0.005):
+    xy = np.stack(np.meshgrid(*[np.arange(-half, half, step)] * 2, indexing='ij'), -1)
+    xy = xy.reshape(-1, 2)
+    return np.c_[xy, np.zeros(len(xy))].astype(np.float32)
+
+
+def top_down(width, depth, tcp, angle=0.0):
+    """A top-down grasp; angle 0 closes along world y (rotation_from_approach convention)."""
+    return make_grasps(rotation_from_approach(DOWN, angle), [tcp], [width], [depth])
+
+
+# A 4 cm (x) by 6 cm (y) by 8 cm tall box standing on the table.
+BOX = box_surface((0.02, 0.03, 0.04), centre=(0.0, 0.0, 0.04))
+CLOSE_ALONG_X = math.pi / 2   # closing axis along world x -> grasps across the 4 cm side
+
+
+# ----------------------------------------------------------------------------- gripper
+
+def test_presets_and_unknown_name():
+    assert gripper_preset('robotiq_2f85').max_stroke == pytest.approx(0.085)
+    assert gripper_preset('franka_hand').tcp_offset == pytest.approx(0.1034)
+    with pytest.raises(InputError, match='franka_hand.*robotiq_2f85'):
+        gripper_preset('robotiq_3f')
+    with pytest.raises(InputError, match='finger_length'):
+        GripperModel('bad', -0.01, 0.02, 0.01, 0.01, 0.08, 0.05, 0.1)
+    assert set(GRIPPER_PRESETS) >= {'robotiq_2f85', 'franka_hand'}
+
+
+# ----------------------------------------------------------------------------- contacts
+
+@pytest.mark.parametrize('width', [0.045, 0.06, 0.08])
+def test_refined_width_is_box_plus_twice_clamped_margin(width):
+    cfg = RefinementConfig()
+    grasp = top_down(width, 0.03, (0.0, 0.0, 0.08), CLOSE_ALONG_X)
+    assert abs(grasp.rotations[0, :, 1] @ [1, 0, 0]) == pytest.approx(1.0)
+    res = refine_grasps(grasp, BOX, scene_points=table_points(), table_plane=TABLE,
+                        config=cfg)
+    margin = (width - 0.04) / 2
+    expected = 0.04 + 2 * min(max(margin, cfg.gamma_min), cfg.gamma_max)
+    assert len(res.grasps) == 1, res.rejection_counts
+    assert res.grasps.widths[0] == pytest.approx(expected, abs=2e-4)
+    # the clamp really acts at both ends for these widths
+    if width == 0.045:
+        assert res.grasps.widths[0] > width
+    if width == 0.08:
+        assert res.grasps.widths[0] == pytest.approx(width, abs=2e-4)
+
+
+def test_clamp_narrows_a_too_wide_grasp_and_widens_a_tight_one():
+    wide = top_down(0.084, 0.03, (0.0, 0.0, 0.08), CLOSE_ALONG_X)
+    widths, _, found = contact_refinement(wide, BOX)
+    assert found[0] and widths[0] == pytest.approx(0.04 + 2 * 0.02, abs=2e-4)
+    tight = top_down(0.042, 0.03, (0.0, 0.0, 0.08), CLOSE_ALONG_X)
+    widths, _, _ = contact_refinement(tight, BOX, config=RefinementConfig(gamma_min=0.008))
+    assert widths[0] == pytest.approx(0.04 + 2 * 0.008, abs=2e-4)
+
+
+def test_depth_moves_to_the_deepest_contact():
+    plate = box_surface((0.02, 0.03, 0.01), centre=(0.0, 0.0, 0.05))  # z in [0.04, 0.06]
+    grasp = top_down(0.06, 0.04, (0.0, 0.0, 0.06), CLOSE_ALONG_X)    # tips reach z = 0.02
+    _, depths, found = contact_refinement(grasp, plate)
+    assert found[0]
+    assert depths[0] == pytest.approx(0.02, abs=1e-3)  # tips stop at the plate's bottom
+    # a grasp ending inside the object moves to the deepest sampled contact it reaches
+    # (the plate's side faces are sampled every 2 mm: z = 0.046 -> depth 0.014)
+    _, depths, _ = contact_refinement(top_down(0.06, 0.015, (0.0, 0.0, 0.06), CLOSE_ALONG_X),
+                                      plate)
+    assert depths[0] == pytest.approx(0.014, abs=1e-4)
+
+
+def test_off_centre_object_keeps_gamma_min_on_the_tight_side():
+    grasp = top_down(0.07, 0.03, (0.012, 0.0, 0.08), CLOSE_ALONG_X)  # box 0.012 off-centre
+    widths, _, _ = contact_refinement(grasp, BOX)
+    # gaps 0.035 - 0.032 = 0.003 and 0.027 -> widened by 2 * (0.005 - 0.003)
+    assert widths[0] == pytest.approx(0.07 + 2 * (0.005 - 0.003), abs=2e-4)
+
+
+# ----------------------------------------------------------------------------- collisions
+
+def test_finger_through_box_or_table_is_rejected():
+    scene = table_points()
+    ok = refine_grasps(top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X), BOX,
+                       scene_points=scene, table_plane=TABLE)
+    assert len(ok.grasps) == 1
+    # closing across the 6 cm side with a 5 cm opening: the fingers cut through the box
+    through_box = refine_grasps(top_down(0.05, 0.03, (0, 0, 0.08)), BOX, scene_points=scene,
+                                table_plane=TABLE,
+                                config=RefinementConfig(use_contact_constraints=False))
+    assert len(through_box.grasps) == 0 and through_box.rejection_counts['collision'] == 1
+    # contact refinement cannot save it either: widening by 2 * gamma_min still cuts the box
+    assert refine_grasps(top_down(0.05, 0.03, (0, 0, 0.08)), BOX, scene_points=scene,
+                         table_plane=TABLE).rejection_counts['collision'] == 1
+    # fingertips 1 cm into the table
+    low = top_down(0.07, 0.04, (0, 0, 0.03), CLOSE_ALONG_X)
+    res = refine_grasps(low, BOX, scene_points=scene, table_plane=TABLE,
+                        config=RefinementConfig(use_contact_constraints=False))
+    assert len(res.grasps) == 0 and res.rejection_counts['below_table'] == 1
+    # without a plane the visible table points still catch it
+    res = refine_grasps(low, BOX, scene_points=scene,
+                        config=RefinementConfig(use_contact_constraints=False))
+    assert res.rejection_counts['collision'] == 1
+    masks = check_collisions(low, np.r_[BOX, scene], GRIPPER, RefinementConfig(), TABLE)
+    assert masks['collision'][0]
+
+
+def test_nothing_between_fingers_is_empty():
+    far = top_down(0.07, 0.03, (0.15, 0.15, 0.08), CLOSE_ALONG_X)
+    res = refine_grasps(far, BOX, scene_points=table_points(), table_plane=TABLE)
+    assert len(res.grasps) == 0 and res.rejection_counts['empty'] == 1
+    masks = check_collisions(far, BOX, GRIPPER, RefinementConfig())
+    assert masks['empty'][0] and not masks['collision'][0] and masks['inner_points'][0] == 0
+
+
+def test_stroke_cone_workspace_and_upward_approach():
+    box_small = box_surface((0.045, 0.01, 0.02), centre=(0, 0, 0.02))  # 9 cm wide
+    res = refine_grasps(top_down(0.1, 0.02, (0, 0, 0.04), CLOSE_ALONG_X), box_small,
+                        table_plane=TABLE,
+                        config=RefinementConfig(use_collision_check=False))
+    assert res.rejection_counts['stroke'] == 1
+    tilted = make_grasps(rotation_from_approach(np.array([[1.0, 0.0, -0.2]])),
+                         [(0.0, 0.0, 0.08)], [0.07], [0.02])
+    cfg = RefinementConfig(use_collision_check=False)
+    assert refine_grasps(tilted, BOX, table_plane=TABLE,
+                         config=cfg).rejection_counts['approach_cone'] == 1
+    cfg = RefinementConfig(use_collision_check=False, approach_cone_deg=180.0)
+    assert len(refine_grasps(tilted, BOX, table_plane=TABLE, config=cfg).grasps) == 1
+    upward = make_grasps(rotation_from_approach(np.array([[0.0, 0.0, 1.0]])),
+                         [(0.0, 0.0, 0.08)], [0.07], [0.02])
+    assert refine_grasps(upward, BOX, table_plane=TABLE,
+                         config=cfg).rejection_counts['below_table'] == 1
+    cfg = RefinementConfig(workspace_min=(-0.1, -0.1, 0.0), workspace_max=(0.1, 0.1, 0.05))
+    res = refine_grasps(top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X), BOX, config=cfg)
+    assert res.rejection_counts['workspace'] == 1
+
+
+# ----------------------------------------------------------------------------- reference
+
+def reference_check(grasps, points, gripper, cfg):
+    """Plain per-grasp loops in float64: the definitions of the module notes."""
+    g = gripper
+    collision, empty = [], []
+    for i in range(len(grasps)):
+        R = grasps.rotations[i].astype(np.float64)
+        q = (points.astype(np.float64) - grasps.translations[i]) @ R
+        w, d = float(grasps.widths[i]), float(grasps.depths[i])
+        body = inner = 0
+        for x, y, z in q:
+            if abs(z) > g.finger_width / 2 or abs(y) > w / 2 + g.finger_thickness:
+                continue
+            if x > d or x < d - g.finger_length - g.palm_depth - g.approach_clearance:
+                continue
+            if abs(y) < w / 2 and x >= d - g.finger_length:
+                inner += 1
+            else:
+                body += 1
+        collision.append(body > cfg.collision_tolerance_points)
+        empty.append(inner < cfg.empty_min_points)
+    return np.array(collision), np.array(empty)
+
+
+def reference_contacts(grasps, points, gripper, cfg):
+    g = gripper
+    widths, depths = [], []
+    for i in range(len(grasps)):
+        q = (points.astype(np.float64) - grasps.translations[i]) @ grasps.rotations[i]
+        w, d = float(grasps.widths[i]), float(grasps.depths[i])
+        sides = []
+        for sign in (1.0, -1.0):
+            best, deepest = math.inf, -math.inf
+            inside = [(x, w / 2 + sign * y) for x, y, z in q
+                      if abs(z) <= g.finger_width / 2 and abs(y) < w / 2
+                      and d - g.finger_length <= x <= d]
+            for _, gap in inside:
+                best = min(best, gap)
+            for x, gap in inside:
+                if gap <= best + cfg.contact_tolerance:
+                    deepest = max(deepest, x)
+            sides.append((best, deepest))
+        if math.isinf(sides[0][0]):
+            widths.append(w)
+            depths.append(d)
+            continue
+        dw = min(sides[0][0], sides[1][0])
+        widths.append(w + 2 * (min(max(dw, cfg.gamma_min), cfg.gamma_max) - dw))
+        depths.append(min(max(max(sides[0][1], sides[1][1]), 0.0), d))
+    return np.array(widths), np.array(depths)
+
+
+def random_scene(seed, num_grasps=150, num_points=1500):
+    """A few box-shaped objects (random surface samples) and grasps near them."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for centre in rng.uniform((-0.15, -0.15, 0.03), (0.15, 0.15, 0.06), (5, 3)):
+        half = rng.uniform(0.01, 0.04, 3)
+        p = rng.uniform(-1.0, 1.0, (num_points // 5, 3))
+        face = rng.integers(0, 3, len(p))
+        p[np.arange(len(p)), face] = np.sign(p[np.arange(len(p)), face])
+        parts.append(p * half + centre)
+    points = np.concatenate(parts)
+    approach = rng.normal(size=(num_grasps, 3))
+    rotations = rotation_from_approach(approach, rng.uniform(0, np.pi, num_grasps))
+    grasps = make_grasps(rotations, points[rng.integers(0, len(points), num_grasps)]
+                         + rng.normal(0, 0.01, (num_grasps, 3)),
+                         rng.uniform(0.01, 0.09, num_grasps), rng.uniform(0.0, 0.05, num_grasps),
+                         rng.uniform(size=num_grasps))
+    return grasps, points.astype(np.float32)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_vectorised_checks_match_per_grasp_reference(seed):
+    grasps, points = random_scene(seed)
+    for gripper, cfg in ((GRIPPER, RefinementConfig(collision_voxel=0.0)),
+                         (gripper_preset('graspnet'),
+                          RefinementConfig(collision_voxel=0.0, collision_tolerance_points=3,
+                                           empty_min_points=10, chunk_size=997))):
+        masks = check_collisions(grasps, points, gripper, cfg)
+        collision, empty = reference_check(grasps, points, gripper, cfg)
+        # the scenes exercise both outcomes of both decisions
+        assert 0 < collision.sum() < len(grasps) and 0 < empty.sum() < len(grasps)
+        np.testing.assert_array_equal(masks['collision'], collision)
+        np.testing.assert_array_equal(masks['empty'], empty)
+    cfg = RefinementConfig()
+    widths, depths, found = contact_refinement(grasps, points, GRIPPER, cfg)
+    ref_w, ref_d = reference_contacts(grasps, points, GRIPPER, cfg)
+    assert found.mean() > 0.5
+    np.testing.assert_allclose(widths, ref_w, atol=1e-5)
+    np.testing.assert_allclose(depths, ref_d, atol=1e-5)
+
+
+def test_chunking_does_not_change_decisions():
+    grasps, points = random_scene(3, num_grasps=200, num_points=3000)
+    big = check_collisions(grasps, points, GRIPPER, RefinementConfig())
+    small = check_collisions(grasps, points, GRIPPER, RefinementConfig(chunk_size=1))
+    for key in ('collision', 'empty', 'body_points', 'inner_points'):
+        np.testing.assert_array_equal(big[key], small[key])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device on this machine')
+def test_cuda_matches_cpu():
+    grasps, points = random_scene(4, num_grasps=500, num_points=5000)
+    cpu = refine_grasps(grasps, points, device='cpu')
+    gpu = refine_grasps(grasps, points, device='cuda')
+    assert cpu.rejection_counts == gpu.rejection_counts
+    np.testing.assert_allclose(cpu.grasps.widths, gpu.grasps.widths, atol=1e-5)
+
+
+def test_voxel_downsample_keeps_one_centroid_per_voxel():
+    pts = np.array([[0.001, 0.001, 0.001], [0.003, 0.003, 0.003], [0.011, 0.0, 0.0]])
+    out = voxel_downsample(pts, 0.005)
+    assert len(out) == 2
+    assert any(np.allclose(p, [0.002, 0.002, 0.002]) for p in out)
+
+
+# ----------------------------------------------------------------------------- NMS, top-k
+
+def test_nms_keeps_best_of_each_cluster_and_nothing_else():
+    rng = np.random.default_rng(7)
+    centres = np.array([[0.0, 0.0, 0.5], [0.2, 0.0, 0.5], [0.0, 0.2, 0.5]])
+    base = rotation_from_approach(rng.normal(size=(3, 3)))
+    rotations, translations, scores, cluster = [], [], [], []
+    for k in range(3):
+        for _ in range(6):
+            small = rotation_from_approach(np.array([[1.0, 0.0, 0.0]]) + rng.normal(0, 0.05, 3),
+                                           rng.normal(0, 0.05))[0]
+            rotations.append(base[k] @ small)  # a few degrees away from the cluster's frame
+            translations.append(centres[k] + rng.normal(0, 0.003, 3))
+            scores.append(rng.uniform())
+            cluster.append(k)
+    # a grasp at cluster 0's place but rotated far away is not a duplicate
+    rotations.append(base[0] @ rotation_from_approach(np.array([[0.0, 1.0, 1.0]]))[0])
+    translations.append(centres[0])
+    scores.append(0.01)
+    cluster.append(3)
+    grasps = make_grasps(np.array(rotations), np.array(translations), np.full(19, 0.05),
+                         np.full(19, 0.02), np.array(scores), np.array(cluster))
+    kept = grasp_nms(grasps, 0.03, 30.0)
+    scores, cluster = np.array(scores), np.array(cluster)
+    expected = [int(np.flatnonzero(cluster == k)[np.argmax(scores[cluster == k])])
+                for k in range(4)]
+    assert sorted(kept.tolist()) == sorted(expected)
+    assert np.all(np.diff(grasps.scores[kept]) <= 0)  # best first
+    assert set(grasps.object_ids[kept]) == {0, 1, 2, 3}
+
+
+def test_nms_symmetric_flip_is_a_duplicate():
+    R = rotation_from_approach(DOWN, 0.3)[0]
+    flipped = R @ np.diag([1.0, -1.0, -1.0])
+    grasps = make_grasps(np.array([R, flipped]), [(0, 0, 0), (0.001, 0, 0)], [0.05, 0.05],
+                         [0.02, 0.02], np.array([0.4, 0.9]))
+    assert grasp_nms(grasps).tolist() == [1]
+    assert grasp_nms(grasps, symmetric=False).tolist() == [1, 0]
+
+
+def test_refine_counts_every_grasp_once_and_keeps_object_ids():
+    grasps, points = random_scene(5, num_grasps=400, num_points=3000)
+    grasps.object_ids[:] = np.arange(400) % 4
+    res = refine_grasps(grasps, points, max_grasps=5,
+                        config=RefinementConfig(collision_tolerance_points=40))
+    assert set(res.rejection_counts) == set(REJECTION_REASONS)
+    assert sum(res.rejection_counts.values()) + len(res.grasps) == len(grasps)
+    assert len(res.grasps) == 5 and res.rejection_counts['top_k'] > 0
+    assert np.all(np.diff(res.grasps.scores) <= 0)
+    np.testing.assert_array_equal(res.grasps.object_ids, grasps.object_ids[res.source_indices])
+    np.testing.assert_allclose(res.grasps.translations,
+                               grasps.translations[res.source_indices])
+
+
+def test_object_ids_assigned_from_nearest_points():
+    grasp = top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X)
+    grasp.object_ids[:] = -1
+    other = BOX + np.float32([0.3, 0.0, 0.0])
+    ids = np.r_[np.full(len(BOX), 7), np.full(len(other), 8)]
+    res = refine_grasps(grasp, np.r_[BOX, other], object_point_ids=ids)
+    assert res.grasps.object_ids.tolist() == [7]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_inputs_raise_clear_errors():
+    grasp = top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X)
+    with pytest.raises(InputError, match='object_points is empty'):
+        refine_grasps(grasp, np.zeros((0, 3)))
+    with pytest.raises(InputError, match=r'shape \(N, 3\)'):
+        refine_grasps(grasp, np.zeros((10, 2)))
+    nan_points = BOX.copy()
+    nan_points[3] = np.nan
+    with pytest.raises(InputError, match='1 non-finite'):
+        refine_grasps(grasp, nan_points)
+    with pytest.raises(InputError, match='scene_points'):
+        refine_grasps(grasp, BOX, scene_points=np.full((4, 3), np.inf))
+    with pytest.raises(InputError, match='table_plane'):
+        refine_grasps(grasp, BOX, table_plane=[0, 0, 1])
+    with pytest.raises(InputError, match='zero normal'):
+        refine_grasps(grasp, BOX, table_plane=[0, 0, 0, 1])
+    with pytest.raises(InputError, match='max_grasps'):
+        refine_grasps(grasp, BOX, max_grasps=0)
+    with pytest.raises(InputError, match='gamma_min'):
+        refine_grasps(grasp, BOX, config=RefinementConfig(gamma_min=0.03))
+    with pytest.raises(InputError, match='GraspSet'):
+        refine_grasps(np.zeros((1, 17)), BOX)
+    with pytest.raises(InputError, match='object_point_ids'):
+        refine_grasps(grasp, BOX, object_point_ids=np.zeros(3))
+    with pytest.raises(InputError, match='CUDA|device'):
+        refine_grasps(grasp, BOX, device='cuda:99' if torch.cuda.is_available() else 'cuda')
+
+
+def test_invalid_grasps_are_rejected_explicitly():
+    good = top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X)
+    nan_pose = top_down(0.07, 0.03, (np.nan, 0, 0.08), CLOSE_ALONG_X)
+    skewed = top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X)
+    skewed.rotations[0, :, 1] *= 1.5  # not orthonormal
+    mirrored = top_down(0.07, 0.03, (0, 0, 0.08), CLOSE_ALONG_X)
+    mirrored.rotations[0, :, 2] *= -1  # det -1
+    negative = top_down(-0.02, 0.03, (0, 0, 0.08), CLOSE_ALONG_X)
+    too_deep = top_down(0.07, 0.2, (0, 0, 0.08), CLOSE_ALONG_X)
+    grasps = GraspSet.concatenate([good, nan_pose, skewed, mirrored, negative, too_deep])
+    res = refine_grasps(grasps, BOX, scene_points=table_points(), table_plane=TABLE)
+    assert res.rejection_counts['invalid'] == 5 and len(res.grasps) == 1
+    assert res.source_indices.tolist() == [0]
+    assert np.isfinite(res.grasps.widths).all()
+    with pytest.raises(InputError, match='5 of 6 grasps are invalid'):
+        check_collisions(grasps, BOX, GRIPPER, RefinementConfig())
+
+
+def test_empty_grasp_set_is_not_an_error():
+    res = refine_grasps(GraspSet.empty(), BOX)
+    assert len(res.grasps) == 0 and sum(res.rejection_counts.values()) == 0
+    assert check_collisions(GraspSet.empty(), BOX)['collision'].shape == (0,)
+    assert grasp_nms(GraspSet.empty()).shape == (0,)
