@@ -156,3 +156,42 @@ def realsense_include(camera_serial: str = '') -> dict:
         args['serial_no'] = camera_serial if camera_serial.startswith('_') \
             else f'_{camera_serial}'
     return {'package': 'realsense2_camera', 'launch': 'rs_launch.py', 'arguments': args}
+
+
+# ----------------------------------------------------------------------------- launch side
+# Used by launch/*.launch.py only; `launch`/`launch_ros` are imported here, lazily.
+
+def node_actions(specs: list[NodeSpec]) -> list:
+    """launch_ros Node actions for NodeSpecs (parameter values after the files, as bringup)."""
+    from launch_ros.actions import Node
+
+    return [Node(package=PACKAGE, executable=s.executable, name=s.name, output='screen',
+                 parameters=[*s.param_files, dict(s.parameters)] if s.parameters
+                 else list(s.param_files),
+                 remappings=list(s.remappings), emulate_tty=True) for s in specs]
+
+
+def include_actions(includes: list[dict]) -> list:
+    """IncludeLaunchDescription actions for {'package', 'launch', 'arguments'} dicts."""
+    from ament_index_python.packages import get_package_share_directory
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    actions = []
+    for inc in includes:
+        try:
+            share = get_package_share_directory(inc['package'])
+        except Exception as exc:  # missing driver package: say which and for what
+            raise InputError(f"launch include {inc['package']}/{inc['launch']}: package "
+                             f"{inc['package']} is not installed ({exc})") from exc
+        actions.append(IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(str(Path(share) / 'launch' / inc['launch'])),
+            launch_arguments=dict(inc['arguments']).items()))
+    return actions
+
+
+def rviz_action():
+    from launch_ros.actions import Node
+
+    return Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+                arguments=['-d', str(package_path('config', 'zerograsp.rviz'))])

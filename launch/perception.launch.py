@@ -1,0 +1,50 @@
+"""Perception nodes only: camera, segmentation, grasp, refinement, visualisation.
+
+  ros2 launch zerograsp_ros perception.launch.py camera_source:=realsense
+  ros2 launch zerograsp_ros perception.launch.py camera_source:=replay replay_dir:=<dir>
+
+The node graph comes from zerograsp_ros.nodes.graph (shared with `bringup`, the
+launch-free equivalent). `launch` is imported only inside
+generate_launch_description, so this file imports as plain Python anywhere.
+"""
+from zerograsp_ros.nodes.graph import perception_nodes
+
+ARGUMENTS = {
+    'camera_source': ('realsense', 'realsense | sim | replay'),
+    'replay_dir': ('', 'recorded frame(s) for camera_source:=replay'),
+    'checkpoint': ('', "model checkpoint ('' = share/zerograsp_ros/checkpoints/"
+                       "zerograsp_cpu.pt)"),
+    'device': ('auto', 'auto | cpu | cuda[:N]'),
+    'rviz': ('false', 'start RViz with config/zerograsp.rviz'),
+}
+
+
+def node_specs(args: dict) -> list:
+    """The nodes this launch file starts for the given argument values."""
+    values = {k: v for k, (v, _) in ARGUMENTS.items()}
+    values.update(args)
+    return perception_nodes(values['camera_source'], values['replay_dir'],
+                            values['checkpoint'], values['device'])
+
+
+def generate_launch_description():
+    try:
+        from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+        from launch import LaunchDescription
+    except ImportError as exc:
+        raise ImportError('perception.launch.py needs the ROS 2 `launch` and `launch_ros` '
+                          'packages; without them run the same graph with '
+                          '`ros2 run zerograsp_ros bringup --perception-only`') from exc
+    from zerograsp_ros.nodes.graph import node_actions, rviz_action
+
+    def setup(context):
+        values = {k: context.launch_configurations[k] for k in ARGUMENTS}
+        actions = node_actions(node_specs(values))
+        if values['rviz'].lower() == 'true':
+            actions.append(rviz_action())
+        return actions
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(k, default_value=v, description=d)
+         for k, (v, d) in ARGUMENTS.items()] + [OpaqueFunction(function=setup)])

@@ -1,0 +1,73 @@
+"""The whole pick cell: perception + execution, on the simulated cell or real hardware.
+
+  ros2 launch zerograsp_ros pick_scene.launch.py                       # simulated cell
+  ros2 launch zerograsp_ros pick_scene.launch.py use_sim:=false robot:=fr3 \
+      robot_ip:=172.16.0.2 camera_serial:=123456789012
+
+use_sim:=true: the simulated cell (sim_cell_node) publishes the realsense topics and
+stands in for camera, arm and gripper. use_sim:=false: realsense2_camera's
+rs_launch.py with align_depth.enable:=true, plus the arm and gripper bring-up
+listed in config/robots/<robot>.yaml (section bringup.includes).
+The node graph comes from zerograsp_ros.nodes.graph (shared with `bringup`).
+`launch` is imported only inside generate_launch_description.
+"""
+from zerograsp_ros.nodes.graph import pick_scene_nodes, realsense_include, robot_bringup_includes
+
+ARGUMENTS = {
+    'use_sim': ('true', 'true: simulated cell; false: RealSense + robot bring-up'),
+    'robot': ('panda', 'robot preset: panda | fr3 (config/robots/<robot>.yaml)'),
+    'robot_ip': ('', 'robot IP for the arm bring-up (use_sim:=false)'),
+    'camera_serial': ('', 'RealSense serial number (empty = the first camera found)'),
+    'checkpoint': ('', "model checkpoint ('' = share/zerograsp_ros/checkpoints/"
+                       "zerograsp_cpu.pt)"),
+    'device': ('auto', 'auto | cpu | cuda[:N]'),
+    'rviz': ('true', 'start RViz with config/zerograsp.rviz'),
+}
+
+
+def _flag(value: str) -> bool:
+    v = str(value).strip().lower()
+    if v not in ('true', 'false', '1', '0'):
+        raise ValueError(f"expected true or false, got '{value}'")
+    return v in ('true', '1')
+
+
+def node_specs(args: dict) -> list:
+    """The nodes this launch file starts for the given argument values."""
+    values = {k: v for k, (v, _) in ARGUMENTS.items()}
+    values.update(args)
+    return pick_scene_nodes(_flag(values['use_sim']), values['robot'], values['checkpoint'],
+                            values['device'])
+
+
+def includes(args: dict) -> list[dict]:
+    """The other packages' launch files included (none with use_sim:=true)."""
+    values = {k: v for k, (v, _) in ARGUMENTS.items()}
+    values.update(args)
+    if _flag(values['use_sim']):
+        return []
+    return [realsense_include(values['camera_serial'])] + \
+        robot_bringup_includes(values['robot'], values['robot_ip'])
+
+
+def generate_launch_description():
+    try:
+        from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+        from launch import LaunchDescription
+    except ImportError as exc:
+        raise ImportError('pick_scene.launch.py needs the ROS 2 `launch` and `launch_ros` '
+                          'packages; without them run the same graph with '
+                          '`ros2 run zerograsp_ros bringup`') from exc
+    from zerograsp_ros.nodes.graph import include_actions, node_actions, rviz_action
+
+    def setup(context):
+        values = {k: context.launch_configurations[k] for k in ARGUMENTS}
+        actions = include_actions(includes(values)) + node_actions(node_specs(values))
+        if _flag(values['rviz']):
+            actions.append(rviz_action())
+        return actions
+
+    return LaunchDescription(
+        [DeclareLaunchArgument(k, default_value=v, description=d)
+         for k, (v, d) in ARGUMENTS.items()] + [OpaqueFunction(function=setup)])
