@@ -299,7 +299,7 @@ class PickSequence:
             obj_id = int(grasps.object_ids[i])
             label = f'candidate {i} (object {obj_id}, score {grasps.scores[i]:.3f})'
             width = float(grasps.widths[i])
-            if width > self.robot.gripper.stroke:
+            if width > self.robot.gripper.stroke + 1e-4:  # float32 widths round up
                 reasons.append(('pre_grasp', f'{label}: width {width:.3f} m exceeds the '
                                 f'stroke {self.robot.gripper.stroke} m'))
                 continue

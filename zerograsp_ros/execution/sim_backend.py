@@ -1,4 +1,4 @@
-"""Execution backend for the simulated cell, over its ROS services.
+"""Execution backends for the simulated cell: over its ROS services, or in-process.
 
 Talks to nodes/sim_cell_node.py through /sim_cell/move_tcp, /sim_cell/gripper
 (srv/SimMoveTcp.srv, srv/SimGripper.srv), so it works across processes. The
@@ -9,7 +9,9 @@ stops the pick before any motion), and attach/detach are bookkeeping; the
 physics decides what is held.
 
 rclpy and the service types are imported inside the class (a ROS edge, like
-the moveit_py adapter), so this module imports without ROS.
+the moveit_py adapter), so this module imports without ROS. `SimCellApiBackend`
+drives a zerograsp_ros.sim.cell.SimCell object directly (same semantics,
+no ROS: for benchmarks and quick checks).
 """
 from __future__ import annotations
 
@@ -62,7 +64,30 @@ def wait_for_future(future, timeout: float, what: str):
     return future.result()
 
 
-class SimCellBackend(ExecutionBackend):
+class _SceneBookkeeping:
+    """Planning-scene stand-in shared by the sim backends (the physics is the real scene)."""
+
+    def update_planning_scene(self, objects: list[CollisionMesh], table: CollisionBox | None,
+                              target: str | None) -> None:
+        names = [o.name for o in objects]
+        if len(set(names)) != len(names):
+            raise ExecutionError(f'duplicate collision object names {names}')
+        if target is not None and target not in names:
+            raise ExecutionError(f'target {target!r} is not among the objects {names}')
+        self.scene_objects = {o.name: o for o in objects}
+        self.scene_target = target
+
+    def attach(self, object_name: str) -> None:
+        self.attached = object_name
+
+    def detach(self, object_name: str) -> None:
+        if self.attached != object_name:
+            raise ExecutionError(f'{object_name} is not attached (attached: {self.attached})')
+        self.attached = None
+        self.scene_objects.pop(object_name, None)
+
+
+class SimCellBackend(_SceneBookkeeping, ExecutionBackend):
     """Drives the simulated cell through its services; TCP poses in the cell's base frame.
 
     `node` must be spun by an executor in another thread (e.g. a
@@ -100,16 +125,6 @@ class SimCellBackend(ExecutionBackend):
                                  f'{sorted(frames)} -> {self.planning_frame!r}; asked for '
                                  f'{target_frame!r} <- {source_frame!r}')
         return frames[source_frame].copy()
-
-    def update_planning_scene(self, objects: list[CollisionMesh], table: CollisionBox | None,
-                              target: str | None) -> None:
-        names = [o.name for o in objects]
-        if len(set(names)) != len(names):
-            raise ExecutionError(f'duplicate collision object names {names}')
-        if target is not None and target not in names:
-            raise ExecutionError(f'target {target!r} is not among the objects {names}')
-        self.scene_objects = {o.name: o for o in objects}
-        self.scene_target = target
 
     def move(self, T_base_tcp: np.ndarray, straight_line: bool, dry_run: bool) -> MotionResult:
         from zerograsp_ros.nodes.conversions import pose_from_matrix
@@ -149,15 +164,6 @@ class SimCellBackend(ExecutionBackend):
         held = bool(res.object_held) if width < 0 else None
         return GripperResult(bool(res.success), float(res.width), held, res.message)
 
-    def attach(self, object_name: str) -> None:
-        self.attached = object_name
-
-    def detach(self, object_name: str) -> None:
-        if self.attached != object_name:
-            raise ExecutionError(f'{object_name} is not attached (attached: {self.attached})')
-        self.attached = None
-        self.scene_objects.pop(object_name, None)
-
     def close(self) -> None:
         self.node.destroy_client(self._move)
         self.node.destroy_client(self._grip)
@@ -171,3 +177,43 @@ def _pose_to_matrix(pose) -> np.ndarray:
         T[:3, :3] = Rotation.from_quat(q).as_matrix()
     T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
     return T
+
+
+class SimCellApiBackend(_SceneBookkeeping, ExecutionBackend):
+    """The simulated cell driven in-process through zerograsp_ros.sim.cell.SimCell."""
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.planning_frame = cell.config.base_frame
+        self.camera_frame = cell.config.camera_frame
+        self.scene_objects: dict[str, CollisionMesh] = {}
+        self.scene_target: str | None = None
+        self.attached: str | None = None
+
+    def lookup_transform(self, target_frame: str, source_frame: str) -> np.ndarray:
+        frames = {self.planning_frame: np.eye(4), self.camera_frame: self.cell.T_base_camera}
+        if target_frame != self.planning_frame or source_frame not in frames:
+            raise ExecutionError(f'the sim cell knows only {sorted(frames)} -> '
+                                 f'{self.planning_frame!r}; asked for {target_frame!r} <- '
+                                 f'{source_frame!r}')
+        return frames[source_frame].copy()
+
+    def move(self, T_base_tcp: np.ndarray, straight_line: bool, dry_run: bool) -> MotionResult:
+        try:
+            ok, msg = self.cell.move_tcp(T_base_tcp, straight_line=straight_line, dry_run=True)
+            if not ok:
+                return MotionResult(False, False, msg)
+            if dry_run:
+                return MotionResult(True, True, msg, np.asarray(T_base_tcp))
+            ok, msg = self.cell.move_tcp(T_base_tcp, straight_line=straight_line)
+        except InputError as exc:
+            return MotionResult(False, False, str(exc))
+        return MotionResult(ok, True, msg, self.cell.tcp_pose_base())
+
+    def gripper(self, width: float, max_effort: float) -> GripperResult:
+        try:
+            measured, held_id = self.cell.gripper_command(width, max_effort)
+        except InputError as exc:
+            return GripperResult(False, float('nan'), None, str(exc))
+        held = bool(held_id) if width < 0 else None
+        return GripperResult(True, float(measured), held, f'held object {held_id}')

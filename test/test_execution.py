@@ -1,0 +1,553 @@
+"""Execution tests.
+
+Robot presets, pick pose maths, the moveit_py adapter (against a recording fake of the
+moveit_py API) and the pick sequence on the real simulated cell (pybullet), in-process
+and over ROS 2.
+"""
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.execution.backends import CollisionBox, ExecutionError
+from zerograsp_ros.execution.pick import (
+    PickConfig,
+    PickSequence,
+    PickTarget,
+    ReconstructedObject,
+    collision_mesh,
+    grasp_waypoints,
+    lift_direction,
+)
+from zerograsp_ros.execution.robot import (
+    available_robot_presets,
+    load_robot_preset,
+    robot_preset_from_dict,
+)
+from zerograsp_ros.grasp.representation import GraspSet
+
+CAMERA = 'camera_color_optical_frame'
+
+
+def make_grasps(R, t, widths, depths, scores, object_ids) -> GraspSet:
+    n = len(t)
+    return GraspSet(np.asarray(R).reshape(n, 3, 3), np.asarray(t).reshape(n, 3), widths, depths,
+                    scores, np.ones(n), np.ones(n), object_ids)
+
+
+def top_down(x, y, z, closing=(0.0, 1.0, 0.0)) -> np.ndarray:
+    a = np.array([0.0, 0.0, -1.0])
+    c = np.asarray(closing, dtype=np.float64)
+    return np.stack([a, c, np.cross(a, c)], axis=1), np.array([x, y, z])
+
+
+def box_object(object_id, center, size=(0.04, 0.06, 0.08)) -> ReconstructedObject:
+    import trimesh
+    mesh = trimesh.creation.box(extents=size)
+    mesh.apply_translation(center)
+    return ReconstructedObject(object_id, np.asarray(mesh.vertices), np.asarray(mesh.faces))
+
+
+# =========================================================================== presets
+
+def test_presets_load_and_name_the_2f85_action():
+    names = available_robot_presets()
+    assert {'panda', 'fr3'} <= set(names)
+    panda, fr3 = load_robot_preset('panda'), load_robot_preset('fr3')
+    assert (panda.planning_group, panda.base_frame, panda.flange_link) == \
+        ('panda_arm', 'panda_link0', 'panda_link8')
+    assert (fr3.planning_group, fr3.base_frame, fr3.flange_link) == \
+        ('fr3_arm', 'fr3_link0', 'fr3_link8')
+    for preset in (panda, fr3):
+        assert preset.gripper.action_type in ('GripperCommand', 'ParallelGripperCommand')
+        assert preset.gripper.action_name.endswith('gripper_cmd')
+        assert 0 < preset.velocity_scaling <= 0.2, 'velocity scaling must default low'
+        assert preset.tcp_offset_xyz[2] == pytest.approx(0.149)
+        assert preset.bringup['includes'], 'the launch file reads the bring-up includes'
+    assert fr3.bringup['includes'][0]['package'] == 'franka_fr3_moveit_config'
+
+
+def test_width_to_knuckle_map_is_the_linear_approximation():
+    g = load_robot_preset('panda').gripper
+    assert g.width_to_knuckle(g.stroke) == pytest.approx(0.0)
+    assert g.width_to_knuckle(0.0) == pytest.approx(0.7929)
+    assert g.width_to_knuckle(g.stroke / 2) == pytest.approx(0.7929 / 2)
+    assert g.width_to_knuckle(0.2) == pytest.approx(0.0)          # clipped to the stroke
+    widths = np.linspace(0, g.stroke, 7)
+    angles = [g.width_to_knuckle(w) for w in widths]
+    assert np.all(np.diff(angles) < 0)
+    assert [g.knuckle_to_width(a) for a in angles] == pytest.approx(list(widths))
+    with pytest.raises(InputError, match='finite'):
+        g.width_to_knuckle(float('nan'))
+
+
+def test_bad_presets_fail_with_the_cause():
+    with pytest.raises(InputError, match="unknown robot preset 'ur5'.*panda"):
+        load_robot_preset('ur5')
+    good = {'arm': {'planning_group': 'g', 'base_frame': 'b', 'flange_link': 'f',
+                    'tcp_link': 't', 'workspace_min': [0, 0, 0], 'workspace_max': [1, 1, 1]}}
+    assert robot_preset_from_dict(good).velocity_scaling == 0.1
+    bad_action = {**good, 'gripper': {'action_type': 'FollowJointTrajectory'}}
+    with pytest.raises(InputError, match='action_type'):
+        robot_preset_from_dict(bad_action)
+    fast = {'arm': {**good['arm'], 'velocity_scaling': 3.0}}
+    with pytest.raises(InputError, match='velocity_scaling'):
+        robot_preset_from_dict(fast)
+    with pytest.raises(InputError, match="lacks the key 'tcp_link'"):
+        robot_preset_from_dict({'arm': {k: v for k, v in good['arm'].items() if k != 'tcp_link'}})
+
+
+# =========================================================================== pose maths
+
+def test_waypoints_follow_the_grasp_convention():
+    robot = load_robot_preset('panda')
+    cfg = PickConfig(pre_grasp_distance=0.1, lift_height=0.12)
+    R, t = top_down(0.5, 0.1, 0.05)
+    poses = grasp_waypoints(R, t, 0.02, robot, cfg)
+    # The fingertips reach `depth` past the grasp point; our TCP sits at the fingertips.
+    np.testing.assert_allclose(poses['grasp'][:3, 3], [0.5, 0.1, 0.03], atol=1e-9)
+    np.testing.assert_allclose(poses['pre_grasp'][:3, 3], [0.5, 0.1, 0.13], atol=1e-9)
+    np.testing.assert_allclose(poses['lift'][:3, 3], [0.5, 0.1, 0.15], atol=1e-9)  # back = up
+    for T in poses.values():
+        np.testing.assert_allclose(T[:3, :3], R, atol=1e-9)
+    # A side grasp lifts straight up (VGN rule), not back along its approach.
+    a = np.array([1.0, 0.0, 0.0])
+    side = np.stack([a, [0.0, 1.0, 0.0], np.cross(a, [0.0, 1.0, 0.0])], axis=1)
+    poses = grasp_waypoints(side, [0.5, 0.0, 0.05], 0.0, robot, cfg)
+    np.testing.assert_allclose(poses['lift'][:3, 3] - poses['grasp'][:3, 3], [0, 0, 0.12],
+                               atol=1e-9)
+    np.testing.assert_allclose(poses['pre_grasp'][:3, 3], [0.4, 0.0, 0.05], atol=1e-9)
+    assert lift_direction(a, 'retreat') == pytest.approx(-a)
+    # A z-forward TCP link (e.g. the Franka hand's) gets the rotation of the preset.
+    import dataclasses
+    zfwd = dataclasses.replace(robot, grasp_to_tcp_rpy=(0.0, np.pi / 2, 0.0))
+    T = grasp_waypoints(R, t, 0.02, zfwd, cfg)['grasp']
+    np.testing.assert_allclose(T[:3, 2], R[:, 0], atol=1e-9)      # TCP z = approach
+
+
+def test_collision_meshes_are_moved_into_the_planning_frame():
+    obj = box_object(3, [0.0, 0.0, 0.5])
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler('z', 90, degrees=True).as_matrix()
+    T[:3, 3] = [0.4, 0.0, 0.1]
+    mesh = collision_mesh(obj, T)
+    assert mesh.name == 'object_3'
+    np.testing.assert_allclose(mesh.vertices, obj.vertices @ T[:3, :3].T + T[:3, 3])
+    np.testing.assert_array_equal(mesh.faces, obj.faces)
+    # No mesh: the hull of the surface points; neither: a clear error.
+    pts = np.random.default_rng(0).normal(size=(50, 3))
+    hull = collision_mesh(ReconstructedObject(4, None, None, pts), np.eye(4))
+    assert len(hull.faces) >= 4 and set(hull.faces.ravel()) <= set(range(50))
+    with pytest.raises(InputError, match='object_5.*neither a mesh'):
+        collision_mesh(ReconstructedObject(5, None, None, pts[:2]), np.eye(4))
+    bad = box_object(6, [0, 0, 0.5])
+    bad.vertices[0, 0] = np.nan
+    with pytest.raises(InputError, match='NaN'):
+        collision_mesh(bad, np.eye(4))
+
+
+# =========================================================================== moveit_py fake
+
+class Future:
+    """A completed future (the adapter only adds done callbacks and reads results)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def add_done_callback(self, cb):
+        cb(self)
+
+    def result(self):
+        return self.value
+
+
+class FakeMoveIt:
+    """Records every call the adapter makes to moveit_py, the gripper action and tf2."""
+
+    def __init__(self, T_base_camera, object_width=0.04, reject=lambda goal, params: False,
+                 scene_error=None, distro='jazzy'):
+        from geometry_msgs.msg import Point, Pose, PoseStamped
+        from shape_msgs.msg import Mesh, MeshTriangle, SolidPrimitive
+        from std_msgs.msg import Header
+        self.calls = []
+        self.T_base_camera = T_base_camera
+        self.object_width = object_width      # None = nothing between the fingers
+        self.reject = reject
+        self.scene_error = scene_error
+        rec = self.calls
+        fake = self
+
+        class CollisionObject:
+            ADD, REMOVE = 0, 1
+
+            def __init__(self):
+                self.id, self.header, self.operation = '', Header(), 0
+                self.meshes, self.mesh_poses = [], []
+                self.primitives, self.primitive_poses = [], []
+                self.pose = Pose()
+
+        class AttachedCollisionObject:
+            def __init__(self):
+                self.link_name, self.object, self.touch_links = '', CollisionObject(), []
+
+        class Acm:
+            def set_entry(self, a, b, allowed):
+                rec.append(('acm', a, b, allowed))
+
+        class Scene:
+            allowed_collision_matrix = Acm()
+            current_state = SimpleNamespace(update=lambda: rec.append(('state_update',)))
+
+            def apply_collision_object(self, co):
+                if fake.scene_error:
+                    raise RuntimeError(fake.scene_error)
+                rec.append(('apply', co))
+
+            def process_attached_collision_object(self, aco):
+                rec.append(('attached', aco))
+
+        class Monitor:
+            @contextmanager
+            def read_write(self):
+                yield Scene()
+
+        class Trajectory:
+            def __init__(self, goal):
+                self.goal = goal
+
+            def __len__(self):
+                return 3
+
+            def __getitem__(self, i):
+                return ('end_state_of', self.goal)
+
+        class Arm:
+            goal = None
+
+            def set_start_state_to_current_state(self):
+                rec.append(('start_current',))
+
+            def set_start_state(self, robot_state):
+                rec.append(('start_state', robot_state))
+
+            def set_goal_state(self, pose_stamped_msg, pose_link):
+                self.goal = pose_stamped_msg
+                rec.append(('goal', pose_stamped_msg, pose_link))
+
+            def plan(self, single_plan_parameters):
+                p = single_plan_parameters
+                rec.append(('plan', p.planning_pipeline, p.planner_id,
+                            p.max_velocity_scaling_factor))
+                if fake.reject(self.goal, p):
+                    return None
+                return SimpleNamespace(trajectory=Trajectory(self.goal))
+
+        class MoveItPy:
+            def __init__(self, node_name):
+                rec.append(('moveit_py', node_name))
+
+            def get_planning_component(self, group):
+                rec.append(('component', group))
+                return Arm()
+
+            def get_planning_scene_monitor(self):
+                return Monitor()
+
+            def execute(self, *args, **kwargs):
+                rec.append(('execute', args, kwargs))
+                return True
+
+        class PlanRequestParameters:
+            def __init__(self, robot, namespace):
+                self.namespace = namespace
+
+        class GripperCommand:
+            class Goal:
+                def __init__(self):
+                    self.command = SimpleNamespace(position=None, max_effort=None)
+
+        class ParallelGripperCommand:
+            class Goal:
+                def __init__(self):
+                    self.command = SimpleNamespace(name=[], position=[], effort=[])
+
+        class ActionClient:
+            def __init__(self, node, action_type, name, callback_group=None):
+                rec.append(('action_client', action_type.__name__, name))
+                self.preset = None
+
+            def wait_for_server(self, timeout_sec):
+                return True
+
+            def send_goal_async(self, goal):
+                rec.append(('gripper_goal', goal.command))
+                cmd = goal.command.position
+                angle = cmd[0] if isinstance(cmd, list) else cmd
+                g = load_robot_preset('panda').gripper
+                target_width = g.knuckle_to_width(angle)
+                w = fake.object_width
+                if w is not None and target_width < w:   # stalls on the object
+                    res = SimpleNamespace(position=g.width_to_knuckle(w), stalled=True,
+                                          reached_goal=False)
+                else:
+                    res = SimpleNamespace(position=angle, stalled=False, reached_goal=True)
+                if isinstance(cmd, list):
+                    res = SimpleNamespace(state=SimpleNamespace(position=[res.position]),
+                                          stalled=res.stalled, reached_goal=res.reached_goal)
+                response = SimpleNamespace(status=4, result=res)
+                return Future(SimpleNamespace(accepted=True,
+                                              get_result_async=lambda: Future(response)))
+
+            def destroy(self):
+                pass
+
+        class TfBuffer:
+            def lookup_transform(self, target, source, time, timeout):
+                from geometry_msgs.msg import TransformStamped
+                rec.append(('tf', target, source))
+                ts = TransformStamped()
+                T = fake.T_base_camera
+                q = Rotation.from_matrix(T[:3, :3]).as_quat()
+                ts.transform.translation.x, ts.transform.translation.y, \
+                    ts.transform.translation.z = T[:3, 3]
+                r = ts.transform.rotation
+                r.x, r.y, r.z, r.w = q
+                return ts
+
+        from zerograsp_ros.execution.moveit_backend import MoveItApi
+        self.api = MoveItApi(MoveItPy, PlanRequestParameters, None, CollisionObject,
+                             AttachedCollisionObject, SolidPrimitive, Mesh, MeshTriangle, Point,
+                             Pose, PoseStamped, GripperCommand, ParallelGripperCommand,
+                             ActionClient, lambda node: TfBuffer(), distro)
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+    def goals(self):
+        return [c for c in self.calls if c[0] == 'goal']
+
+
+def pose_matrix(pose) -> np.ndarray:
+    T = np.eye(4)
+    q = pose.orientation
+    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return T
+
+
+def camera_scene():
+    """A camera looking down from 0.6 m above (0.5, 0, 0) of the base; two boxes on a table."""
+    T_base_camera = np.eye(4)
+    T_base_camera[:3, :3] = Rotation.from_euler('x', 180, degrees=True).as_matrix()
+    T_base_camera[:3, 3] = [0.5, 0.0, 0.6]
+    T_camera_base = np.linalg.inv(T_base_camera)
+    objects_base = [box_object(1, [0.5, 0.0, 0.04]), box_object(2, [0.5, 0.2, 0.04])]
+    objects = [ReconstructedObject(o.object_id, o.vertices @ T_camera_base[:3, :3].T
+                                   + T_camera_base[:3, 3], o.faces) for o in objects_base]
+    R_b, t_b = top_down(0.5, 0.0, 0.08)
+    R_c, t_c = T_camera_base[:3, :3] @ R_b, T_camera_base[:3, :3] @ t_b + T_camera_base[:3, 3]
+    R2, t2 = top_down(0.5, 0.2, 0.08)
+    grasps = make_grasps([R_c, T_camera_base[:3, :3] @ R2],
+                         [t_c, T_camera_base[:3, :3] @ t2 + T_camera_base[:3, 3]],
+                         [0.04, 0.04], [0.02, 0.02], [0.9, 0.5], [1, 2])
+    return T_base_camera, objects, grasps, objects_base
+
+
+def table_box():
+    pose = np.eye(4)
+    pose[:3, 3] = [0.55, 0.0, -0.02]
+    return CollisionBox('table', np.array([0.8, 1.2, 0.04]), pose)
+
+
+def moveit_sequence(fake, robot='panda', **config):
+    from zerograsp_ros.execution.moveit_backend import MoveItBackend
+    preset = load_robot_preset(robot)
+    backend = MoveItBackend(None, preset, api=fake.api)
+    return PickSequence(backend, preset, PickConfig(**config), table_box()), preset
+
+
+def test_moveit_adapter_call_order_and_content():
+    T_base_camera, objects, grasps, objects_base = camera_scene()
+    fake = FakeMoveIt(T_base_camera, object_width=0.04)
+    seq, robot = moveit_sequence(fake, grasp_effort=35.0)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert result.success, result.message
+    assert [s.stage for s in result.stages] == ['request', 'transform', 'planning_scene',
+                                                'pre_grasp', 'open_gripper', 'approach',
+                                                'grasp', 'lift']
+    assert fake.calls[:3] == [('moveit_py', 'zerograsp_moveit_py'), ('component', 'panda_arm'),
+                              ('action_client', 'GripperCommand',
+                               '/robotiq_gripper_controller/gripper_cmd')]
+    assert ('tf', 'panda_link0', CAMERA) in fake.calls
+
+    # Planning scene: the table box, then each reconstruction as a mesh in the base frame.
+    applied = [c[1] for c in fake.calls if c[0] == 'apply']
+    assert [co.id for co in applied] == ['table', 'object_1', 'object_2']
+    assert all(co.header.frame_id == 'panda_link0' and co.operation == 0 for co in applied)
+    assert list(applied[0].primitives[0].dimensions) == pytest.approx([0.8, 1.2, 0.04])
+    assert pose_matrix(applied[0].pose)[:3, 3] == pytest.approx([0.55, 0.0, -0.02])
+    for co, obj in zip(applied[1:], objects_base):
+        verts = np.array([[p.x, p.y, p.z] for p in co.meshes[0].vertices])
+        tris = np.array([list(t.vertex_indices) for t in co.meshes[0].triangles])
+        np.testing.assert_allclose(verts, obj.vertices, atol=1e-9)
+        np.testing.assert_array_equal(tris, obj.faces)
+        np.testing.assert_allclose(pose_matrix(co.mesh_poses[0]), np.eye(4), atol=1e-12)
+    # ACM: every gripper link may touch the target, no other object.
+    acm = [c[1:] for c in fake.calls if c[0] == 'acm' and c[2] != 'table']
+    assert len(acm) == 2 * len(robot.touch_links)
+    assert {a for a in acm if a[2]} == {('object_1', link, True) for link in robot.touch_links}
+    assert all(a[0] == 'object_2' for a in acm if not a[2])
+
+    # Goals, in order: pre-grasp (free), grasp (straight line), lift (straight line).
+    goals = fake.goals()
+    assert [g[2] for g in goals] == ['panda_robotiq_tcp'] * 3
+    assert all(g[1].header.frame_id == 'panda_link0' for g in goals)
+    positions = [pose_matrix(g[1].pose)[:3, 3] for g in goals]
+    np.testing.assert_allclose(positions, [[0.5, 0, 0.16], [0.5, 0, 0.06], [0.5, 0, 0.16]],
+                               atol=1e-6)
+    R_expected = top_down(0, 0, 0)[0]
+    for g in goals:
+        np.testing.assert_allclose(pose_matrix(g[1].pose)[:3, :3], R_expected, atol=1e-6)
+    plans = [c[1:] for c in fake.calls if c[0] == 'plan']
+    assert plans == [('ompl', 'RRTConnectkConfigDefault', 0.1),
+                     ('pilz_industrial_motion_planner', 'LIN', 0.1),
+                     ('pilz_industrial_motion_planner', 'LIN', 0.1)]
+    # Interleaving: plan -> execute -> gripper, closing only after the approach.
+    order = [n for n in fake.names() if n in ('goal', 'execute', 'gripper_goal', 'attached')]
+    assert order == ['goal', 'execute', 'gripper_goal', 'goal', 'execute', 'gripper_goal',
+                     'attached', 'goal', 'execute', 'gripper_goal']
+    grips = [c[1] for c in fake.calls if c[0] == 'gripper_goal']
+    assert grips[0].position == pytest.approx(robot.gripper.width_to_knuckle(0.04 + 0.02))
+    assert grips[1].position == pytest.approx(robot.gripper.knuckle_closed)
+    assert grips[1].max_effort == 35.0
+    execs = [c for c in fake.calls if c[0] == 'execute']
+    assert all(len(e[1]) == 1 and e[2] == {'controllers': []} for e in execs)  # Jazzy API
+    attached = [c[1] for c in fake.calls if c[0] == 'attached'][0]
+    assert attached.link_name == 'panda_robotiq_tcp' and attached.object.id == 'object_1'
+    assert list(attached.touch_links) == list(robot.touch_links)
+    assert ('acm', 'object_1', 'table', True) in fake.calls   # the lifted object leaves the table
+    assert result.grasp is not None and result.grasp.object_ids[0] == 1
+
+
+def test_moveit_adapter_dry_run_plans_from_the_previous_goal_and_never_moves():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera)
+    seq, _ = moveit_sequence(fake, robot='fr3')
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=2, dry_run=True))
+    assert result.success and 'nothing moved' in result.message
+    names = fake.names()
+    assert 'execute' not in names and 'gripper_goal' not in names and 'attached' not in names
+    goals = fake.goals()
+    assert [g[2] for g in goals] == ['fr3_robotiq_tcp'] * 3
+    starts = [c for c in fake.calls if c[0] in ('start_current', 'start_state')]
+    assert starts[0] == ('start_current',)
+    # Each later plan starts where the previous plan ended (the trajectory's last state).
+    assert starts[1] == ('start_state', ('end_state_of', goals[0][1]))
+    assert starts[2] == ('start_state', ('end_state_of', goals[1][1]))
+
+
+def test_moveit_adapter_tries_every_candidate_then_fails_clearly():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera, reject=lambda goal, params: True)
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects))
+    assert not result.success and result.failed_stage == 'pre_grasp'
+    assert result.candidates_tried == 2
+    assert 'candidate 0 (object 1' in result.message and 'candidate 1 (object 2' in result.message
+    assert 'execute' not in fake.names() and 'gripper_goal' not in fake.names()
+    # The ACM followed the target: object_2 became touchable for the second candidate.
+    assert ('acm', 'object_2', load_robot_preset('panda').touch_links[0], True) in fake.calls
+
+    # Only the straight approach of the first candidate fails: the second one is executed.
+    fake = FakeMoveIt(T_base_camera, reject=lambda goal, params: (
+        params.planner_id == 'LIN' and abs(goal.pose.position.y) < 0.01))
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects))
+    assert result.success and result.candidates_tried == 2
+    assert result.grasp.object_ids[0] == 2
+
+
+def test_moveit_adapter_stops_when_the_gripper_closes_on_nothing():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera, object_width=None)
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert not result.success and result.failed_stage == 'grasp'
+    assert 'closed on nothing' in result.message
+    close = max(i for i, c in enumerate(fake.calls) if c[0] == 'gripper_goal')
+    assert not [c for c in fake.calls[close:] if c[0] in ('goal', 'execute', 'attached')]
+
+
+def test_moveit_adapter_refuses_to_move_when_the_scene_update_fails():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera, scene_error='planning scene monitor not running')
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects))
+    assert not result.success and result.failed_stage == 'planning_scene'
+    assert 'monitor not running' in result.message and 'nothing moved' in result.message
+    assert not {'goal', 'plan', 'execute', 'gripper_goal'} & set(fake.names())
+
+
+def test_moveit_adapter_workspace_and_bad_requests():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera)
+    seq, _ = moveit_sequence(fake)
+    far = grasps.subset([0])
+    far.translations[0, 0] += 2.0                    # 2 m off along camera x
+    result = seq.run(PickTarget(far, CAMERA, objects))
+    assert result.failed_stage == 'pre_grasp' and 'outside the workspace' in result.message
+    assert 'plan' not in fake.names()
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=7))
+    assert result.failed_stage == 'request' and 'unknown object id 7' in result.message
+    assert '[1, 2]' in result.message
+    nan = grasps.subset([0])
+    nan.translations[0, 1] = np.nan
+    result = seq.run(PickTarget(nan, CAMERA, objects))
+    assert result.failed_stage == 'request' and 'NaN' in result.message
+    assert 'plan' not in fake.names()
+
+
+def test_moveit_adapter_humble_execute_and_parallel_gripper_command():
+    import dataclasses
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera, distro='humble')
+    from zerograsp_ros.execution.moveit_backend import MoveItBackend
+    preset = load_robot_preset('panda')
+    preset = dataclasses.replace(preset, gripper=dataclasses.replace(
+        preset.gripper, action_type='ParallelGripperCommand'))
+    backend = MoveItBackend(None, preset, api=fake.api)
+    result = PickSequence(backend, preset, PickConfig()).run(PickTarget(grasps, CAMERA, objects,
+                                                                        object_id=1))
+    assert result.success, result.message
+    assert ('action_client', 'ParallelGripperCommand',
+            '/robotiq_gripper_controller/gripper_cmd') in fake.calls
+    execs = [c for c in fake.calls if c[0] == 'execute']
+    assert all(e[1][0] == 'panda_arm' and e[2] == {'blocking': True} for e in execs)
+    cmd = [c[1] for c in fake.calls if c[0] == 'gripper_goal'][1]
+    assert cmd.name == [preset.gripper.joint_name]
+    assert cmd.position == [pytest.approx(preset.gripper.knuckle_closed)]
+
+
+def test_moveit_live_adapter():
+    try:
+        import moveit.planning  # noqa: F401
+    except ImportError:
+        pytest.skip('moveit_py is not installed here (no MoveIt 2 on PyPI); the adapter is '
+                    'covered by the recording fake above')
+    from zerograsp_ros.execution.moveit_backend import load_moveit_api
+    api = load_moveit_api()
+    assert api.MoveItPy is not None and api.GripperCommand is not None
+
+
+def test_moveit_backend_missing_packages_fail_loudly():
+    try:
+        import moveit.planning  # noqa: F401
+        pytest.skip('moveit_py is installed: nothing missing to report')
+    except ImportError:
+        pass
+    from zerograsp_ros.execution.moveit_backend import load_moveit_api
+    with pytest.raises(ExecutionError, match='moveit_py'):
+        load_moveit_api()
