@@ -505,15 +505,17 @@ class SimCell:
 
     # ------------------------------------------------------------------ VGN grasp trial
     def execute_grasp(self, T_world_grasp: np.ndarray, width: float | None = None,
-                      depth: float = 0.0, remove: bool = True,
+                      depth: float = 0.0, remove: bool = True, allow_contact: bool = True,
                       check_reachability: bool = False) -> GraspOutcome:
         """Execute one grasp as in the VGN protocol and report whether it held.
 
         The fingertips go to translation + depth * approach. The gripper is spawned
-        5 cm back along the approach (contact there = failure), moves in (contact on
-        the way = failure), closes, lifts 10 cm (straight up if the approach is more
-        than 60 deg from vertical, else back along the approach); success = both
-        fingers touch the same object and the opening is above 10 % of the stroke.
+        5 cm back along the approach (contact there = failure), moves in and stops at
+        the first contact (with `allow_contact` False, as in VGN's single-grasp trials,
+        that contact is a failure; clutter removal allows it), closes, lifts 10 cm
+        (straight up if the approach is more than 60 deg from vertical, else back
+        along the approach); success = both fingers touch the same object and the
+        opening is above 10 % of the stroke.
         With `remove`, a held object is removed and the scene settles; objects that
         left the workspace are removed too. `width` opens to that width (+1 cm)
         instead of the full stroke.
@@ -537,7 +539,7 @@ class SimCell:
         outcome = None
         if self._contacts():
             outcome = GraspOutcome(False, 'collision at the pre-grasp pose')
-        elif not self._move_line(T_tcp, abort_on_contact=True):
+        elif not self._move_line(T_tcp, abort_on_contact=True) and not allow_contact:
             outcome = GraspOutcome(False, 'contact while approaching')
         else:
             self.gripper_command(-1.0)

@@ -124,14 +124,33 @@ def _source_parts(name: str) -> tuple[tuple[np.ndarray, ...], float]:
         raise InputError(f"unknown object '{name}'")
     if not path.is_file():
         raise InputError(f'object mesh {path} is missing from pybullet_data')
-    mesh = trimesh.load(str(path), force='mesh', process=False)
-    if not np.isfinite(mesh.vertices).all():
+    verts = tuple(v for v in _obj_parts(path) if len(v) >= 4)
+    if any(not np.isfinite(v).all() for v in verts):
         raise InputError(f'object mesh {path} has non-finite vertices')
-    parts = mesh.split(only_watertight=False) if len(mesh.faces) else []
-    verts = tuple(np.asarray(p.vertices, dtype=np.float64) for p in parts if len(p.vertices) >= 4)
     if not verts:
         raise InputError(f'object mesh {path} has no usable parts')
     return verts, (scale if scale is not None else np.nan)
+
+
+def _obj_parts(path: Path) -> list[np.ndarray]:
+    """Vertices of each 'o' group of an OBJ file (the convex parts pybullet builds).
+
+    Hand-parsed because trimesh merges the groups into one mesh; a file with a
+    single group is one part.
+    """
+    vertices, groups, current = [], [], None
+    for line in path.read_text(errors='replace').splitlines():
+        if line.startswith('v '):
+            vertices.append([float(x) for x in line.split()[1:4]])
+        elif line.startswith('o ') or (line.startswith('f ') and current is None):
+            current = set()
+            groups.append(current)
+        if line.startswith('f '):
+            for tok in line.split()[1:]:
+                i = int(tok.split('/')[0])
+                current.add(i - 1 if i > 0 else len(vertices) + i)
+    v = np.asarray(vertices, dtype=np.float64)
+    return [v[sorted(g)] for g in groups if g]
 
 
 def _hull(vertices: np.ndarray) -> trimesh.Trimesh:
@@ -172,7 +191,8 @@ def _build_object(object_id: int, name: str, rng: np.random.Generator) -> SceneO
     for p in parts:
         p.apply_translation(-centre)
     mesh = trimesh.util.concatenate(parts)
-    volume = sum(max(p.volume, 1e-7) for p in parts)
+    with np.errstate(invalid='ignore', divide='ignore'):   # flat parts have zero volume
+        volume = sum(max(float(np.nan_to_num(p.volume)), 1e-7) for p in parts)
     mass = float(np.clip(volume * 600.0, 0.03, 0.4))   # light household density
     color = tuple(float(c) for c in rng.uniform(0.15, 0.95, size=3))
     return SceneObject(object_id=object_id, name=name, mesh=mesh, pose=np.eye(4), urdf_path=None,
@@ -487,7 +507,8 @@ def render_rgbd(scene: Scene, intrinsics: CameraIntrinsics, T_world_camera: np.n
     labels[hit] = geom_to_label[gid[hit]]
     depth[~hit] = np.nan
     normals = out['primitive_normals'].numpy().astype(np.float64)
-    colors = np.tile(TABLE_COLOR, (len(scene.objects) + 1, 1))
+    max_id = max([o.object_id for o in scene.objects], default=0)
+    colors = np.tile(TABLE_COLOR, (max_id + 1, 1))
     for o in scene.objects:
         colors[o.object_id] = o.color
     base = colors[labels]
