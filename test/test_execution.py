@@ -693,3 +693,41 @@ def test_sim_dry_run_and_bad_requests_move_nothing(cell):
     np.testing.assert_allclose(cell.tcp_pose_base(), tcp_before, atol=1e-9)
     for i, T in poses.items():
         np.testing.assert_allclose(cell.object_pose(i), T, atol=1e-6)
+
+
+def test_xacro_tcp_matches_the_presets_and_the_grasp_axes():
+    import re
+    import xml.etree.ElementTree as ET
+
+    from zerograsp_ros.execution.robot import PACKAGE_ROOT
+    root = ET.parse(PACKAGE_ROOT / 'urdf' / 'franka_robotiq_2f85.urdf.xacro').getroot()
+    macro = root[0]
+    params = dict(p.split(':=') for p in macro.get('params').split() if ':=' in p)
+
+    def value(expr, extra=None):
+        names = {'pi': np.pi, **{k: float(eval(v.strip('${}'), {'pi': np.pi}))
+                                 for k, v in params.items()
+                                 if k in ('adapter_thickness', 'mount_yaw', 'tcp_offset')},
+                 **(extra or {})}
+        tokens = re.findall(r'\$\{[^}]*\}|\S+', expr)
+        return [float(eval(tok.strip('${}'), {}, names)) for tok in tokens]
+
+    joints = {j.get('name'): j for j in macro.iter('joint')}
+    adapter = joints['${arm}_robotiq_adapter_joint'].find('origin')
+    tcp = joints['${arm}_robotiq_tcp_joint'].find('origin')
+    T_flange_base = np.eye(4)
+    T_flange_base[:3, :3] = Rotation.from_euler('xyz', value(adapter.get('rpy'))).as_matrix()
+    T_flange_base[2, 3] = value('${adapter_thickness}')[0]        # the gripper's origin
+    T_base_tcp = np.eye(4)
+    T_base_tcp[:3, :3] = Rotation.from_euler('xyz', value(tcp.get('rpy'))).as_matrix()
+    T_base_tcp[:3, 3] = value(tcp.get('xyz'))
+    T = T_flange_base @ T_base_tcp
+    for arm in ('panda', 'fr3'):
+        preset = load_robot_preset(arm)
+        np.testing.assert_allclose(T[:3, 3], preset.tcp_offset_xyz, atol=1e-9)
+        assert preset.tcp_link == f'{arm}_robotiq_tcp'
+        assert preset.grasp_to_tcp_rpy == (0.0, 0.0, 0.0)
+    np.testing.assert_allclose(T[:3, 0], [0, 0, 1], atol=1e-9)     # approach = flange z
+    # Closing = the Robotiq base's x axis (its knuckles sit at +-x), mounted at mount_yaw.
+    np.testing.assert_allclose(T[:3, 1], T_flange_base[:3, 0], atol=1e-9)
+    assert np.linalg.det(T[:3, :3]) == pytest.approx(1.0)

@@ -63,6 +63,8 @@ PARAMETERS = {
     'sim_cell_config': "sim cell YAML with T_base_camera ('' = config/sim_cell.yaml)",
     'sim_service_prefix': 'namespace of the sim cell services',
     'service_timeout': 'seconds per sim-cell / gripper call',
+    'moveit_node_name': "MoveItPy's node name (moveit backend; give it the moveit_cpp "
+                        'parameters, config/moveit_cpp.yaml)',
 }
 
 
@@ -164,7 +166,8 @@ class ExecutionNode(Node):
                                   callback_group=self.client_group)
         if kind == 'moveit':
             from zerograsp_ros.execution.moveit_backend import MoveItBackend
-            return MoveItBackend(self, self.robot, callback_group=self.client_group)
+            return MoveItBackend(self, self.robot, moveit_node_name=self.p('moveit_node_name'),
+                                 callback_group=self.client_group)
         raise InputError(f"backend must be 'sim' or 'moveit', got {kind!r}")
 
     # ----------------------------------------------------------------- /pick
