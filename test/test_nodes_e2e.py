@@ -1,0 +1,325 @@
+"""The perception nodes over real DDS: end to end, bad input, missing services.
+
+Two server processes in this module's private ROS domain:
+- the perception graph (`bringup --perception-only`, camera replaying samples/tabletop),
+- a lone grasp node in namespace /lone (no camera, no refinement node).
+The test process is the separate client.
+
+Checkpoint: the shipped checkpoints/zerograsp_cpu.pt when present, else a
+random-init model (the brief's stand-in until the trained weights land). What
+"grasps on the objects" means here: a refined grasp closes on reconstructed or
+visible points (refinement's contact constraint), so its TCP lies within half its
+width (plus the reconstruction error) of the object's true surface. That is
+asserted on /refine_grasps with a reconstruction sampled from the ground-truth
+meshes (independent of the weights), and on /predict_grasps when the trained
+checkpoint is present.
+"""
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / 'samples' / 'tabletop'
+TRAINED = REPO / 'checkpoints' / 'zerograsp_cpu.pt'
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _start(args, log_path, ready_text, timeout=180.0):
+    log = open(log_path, 'w')
+    proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'), cwd=str(REPO))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = Path(log_path).read_text()
+        if ready_text in text:
+            return proc, log
+        if proc.poll() is not None:
+            pytest.fail(f'{args[1]} exited with {proc.returncode}:\n{text[-3000:]}')
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f'{args[1]} not ready within {timeout} s:\n{Path(log_path).read_text()[-3000:]}')
+
+
+def _stop(proc, log):
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    if TRAINED.is_file():
+        return str(TRAINED)
+    import torch
+
+    from zerograsp_ros.model.checkpoint import save_checkpoint
+    from zerograsp_ros.model.config import preset
+    from zerograsp_ros.model.network import ZeroGraspNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('ckpt') / 'random_init.pt'
+    save_checkpoint(path, ZeroGraspNet(preset('cpu')), preset('cpu'))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def servers(ros_domain, checkpoint, tmp_path_factory):
+    if not SAMPLE.is_dir():
+        pytest.skip('samples/tabletop not shipped')
+    logs = tmp_path_factory.mktemp('logs')
+    graph = _start(['-m', 'zerograsp_ros.nodes.bringup', '--perception-only',
+                    '--camera-source', 'replay', '--replay-dir', str(SAMPLE),
+                    '--checkpoint', checkpoint, '--device', 'cpu', '--ros-args',
+                    '--log-level', 'warn'],
+                   logs / 'bringup.log', '[bringup] running')
+    lone = _start(['-m', 'zerograsp_ros.nodes.grasp_node', '--ros-args', '-r', '__ns:=/lone',
+                   '-p', f'checkpoint:={checkpoint}', '-p', 'device:=cpu',
+                   '-p', 'refine_service_wait:=1.0'],
+                  logs / 'lone.log', 'loaded')
+    yield {'logs': logs}
+    _stop(*lone)
+    _stop(*graph)
+
+
+@pytest.fixture(scope='module')
+def client(servers):
+    import rclpy
+
+    from zerograsp_ros.srv import PredictGrasps, RefineGrasps
+
+    rclpy.init()
+    node = rclpy.create_node('nodes_e2e_client')
+    clients = {'predict': node.create_client(PredictGrasps, '/predict_grasps'),
+               'lone': node.create_client(PredictGrasps, '/lone/predict_grasps'),
+               'refine': node.create_client(RefineGrasps, '/refine_grasps')}
+    for name, c in clients.items():
+        assert c.wait_for_service(timeout_sec=60.0), f'{name} service never appeared'
+    yield node, clients
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def _call(client, which, request, timeout=180.0):
+    import rclpy
+
+    node, clients = client
+    future = clients[which].call_async(request)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    assert future.done(), f'{which}: no answer within {timeout} s'
+    return future.result()
+
+
+def _sample_frame_msg():
+    from zerograsp_ros.geometry.rgbd import load_frame_dir
+    from zerograsp_ros.nodes.conversions import frame_to_rgbd_msg
+
+    return frame_to_rgbd_msg(load_frame_dir(SAMPLE), stamp=time.time())
+
+
+def _ground_truth_meshes():
+    """Object meshes of the sample scene in the camera frame."""
+    import trimesh
+    import yaml
+
+    scene = yaml.safe_load((SAMPLE / 'scene.yaml').read_text())
+    arrays = np.load(SAMPLE / 'objects.npz')
+    T_camera_world = np.linalg.inv(np.asarray(scene['T_world_camera']))
+    meshes = {}
+    for obj in scene['objects']:
+        k = int(obj['object_id'])
+        mesh = trimesh.Trimesh(arrays[f'vertices_{k}'], arrays[f'faces_{k}'], process=False)
+        mesh.apply_transform(T_camera_world @ np.asarray(obj['pose']))
+        meshes[k] = mesh
+    return meshes
+
+
+def _assert_on_objects(grasps_msg, meshes, slack=0.01):
+    """Each grasp's TCP lies within width/2 + slack of some object's true surface."""
+    import trimesh
+
+    from zerograsp_ros.nodes.conversions import msg_to_grasps
+
+    g = msg_to_grasps(grasps_msg)
+    dist = np.min([np.abs(trimesh.proximity.ProximityQuery(m).signed_distance(g.translations))
+                   for m in meshes.values()], axis=0)
+    limit = g.widths / 2 + slack
+    assert (dist <= limit).all(), f'grasps off the objects: {dist[dist > limit]} m'
+
+
+# --------------------------------------------------------------------------- lone grasp node
+
+def test_request_before_any_frame_fails_fast_and_names_it(client):
+    from zerograsp_ros.srv import PredictGrasps
+
+    start = time.monotonic()
+    response = _call(client, 'lone', PredictGrasps.Request())
+    assert not response.success and 'no recent frame' in response.message
+    assert time.monotonic() - start < 10.0
+
+
+def test_refinement_service_down_is_an_error_or_explicitly_unrefined(client):
+    from zerograsp_ros.srv import PredictGrasps
+
+    frame = _sample_frame_msg()
+    response = _call(client, 'lone', PredictGrasps.Request(frame=frame))
+    assert not response.success
+    assert '/refine_grasps is not available' in response.message
+    response = _call(client, 'lone', PredictGrasps.Request(frame=frame, allow_unrefined=True))
+    assert response.success, response.message
+    assert 'UNREFINED' in response.message and response.grasps.grasps
+    assert response.grasps.header.frame_id == frame.header.frame_id
+    for g in response.grasps.grasps:
+        assert np.isfinite([g.pose.position.x, g.pose.position.y, g.pose.position.z,
+                            g.pose.orientation.w, g.width, g.depth]).all()
+
+
+def test_bad_input_over_dds_names_the_cause_and_the_node_keeps_serving(client):
+    from support.tabletop_scene import render_tabletop
+
+    from zerograsp_ros.msg import RGBDFrame
+    from zerograsp_ros.nodes.conversions import (
+        frame_to_rgbd_msg,
+        labels_to_masks_msg,
+        make_header,
+        numpy_to_image,
+    )
+    from zerograsp_ros.srv import PredictGrasps
+
+    good = _sample_frame_msg()
+    cases = []
+    wrong_encoding = _sample_frame_msg()
+    wrong_encoding.color.encoding = 'yuv422'
+    cases.append((wrong_encoding, None, "unsupported encoding 'yuv422'"))
+    mismatch = _sample_frame_msg()
+    mismatch.color = numpy_to_image(np.zeros((240, 320, 3), np.uint8), 'rgb8', good.header)
+    cases.append((mismatch, None, 'does not match depth size'))
+    empty = _sample_frame_msg()
+    empty.depth = numpy_to_image(np.zeros((480, 640), np.uint16), '16UC1', good.header)
+    cases.append((empty, None, 'no valid pixel'))
+    no_color = RGBDFrame(header=good.header, depth=good.depth, camera_info=good.camera_info)
+    cases.append((no_color, None, 'colour image has no data'))
+    table_only = frame_to_rgbd_msg(render_tabletop(objects=[])[0], stamp=1.0)
+    cases.append((table_only, None, 'no objects on the table'))
+    masks = labels_to_masks_msg(np.ones((10, 10), np.int32), make_header('x', 0.0))
+    cases.append((good, masks, 'does not match the frame size'))
+    for frame, masks, cause in cases:
+        request = PredictGrasps.Request(frame=frame, refine=False)
+        if masks is not None:
+            request.masks = masks
+        response = _call(client, 'lone', request)
+        assert not response.success and cause in response.message, response.message
+        assert 'internal error' not in response.message
+    # still serving, and still correct
+    response = _call(client, 'lone', PredictGrasps.Request(frame=good, refine=False))
+    assert response.success and response.grasps.grasps, response.message
+
+
+# --------------------------------------------------------------------------- whole graph
+
+def test_refine_grasps_over_dds_keeps_grasps_on_the_true_objects(client):
+    """Model-independent: reconstruction = points sampled on the ground-truth meshes."""
+    import trimesh
+
+    from zerograsp_ros.grasp.representation import GraspSet, rotation_from_axes
+    from zerograsp_ros.nodes.conversions import ObjectShape, grasps_to_msg, scene_to_msg
+    from zerograsp_ros.perception.segmentation import make_segmenter
+    from zerograsp_ros.srv import RefineGrasps
+
+    meshes = _ground_truth_meshes()
+    frame_msg = _sample_frame_msg()
+    from zerograsp_ros.nodes.conversions import rgbd_msg_to_frame
+
+    plane = make_segmenter('tabletop').table_plane(rgbd_msg_to_frame(frame_msg))
+    objects, approach, closing, tcp, ids = [], [], [], [], []
+    side = np.cross(plane[:3], [1.0, 0.0, 0.0])
+    side /= np.linalg.norm(side)
+    for k, mesh in meshes.items():
+        pts, face = trimesh.sample.sample_surface_even(mesh, 2500, seed=k)
+        objects.append(ObjectShape(k, pts.astype(np.float32),
+                                   mesh.face_normals[face].astype(np.float32),
+                                   np.zeros((0, 3)), np.zeros((0, 3), int), 0.005))
+        height = pts @ plane[:3] + plane[3]
+        centre = pts.mean(0)
+        centre += plane[:3] * (height.max() - 0.015 - (centre @ plane[:3] + plane[3]))
+        for angle in np.linspace(0, np.pi, 12, endpoint=False):  # top-down candidates
+            c = np.cos(angle) * side + np.sin(angle) * np.cross(plane[:3], side)
+            approach.append(-plane[:3])
+            closing.append(c)
+            tcp.append(centre)
+            ids.append(k)
+    n = len(tcp)
+    candidates = GraspSet(rotation_from_axes(np.array(approach), np.array(closing)),
+                          np.array(tcp), np.full(n, 0.085), np.full(n, 0.02), np.ones(n),
+                          np.ones(n), np.ones(n), np.array(ids))
+    request = RefineGrasps.Request(frame=frame_msg, max_grasps=20)
+    request.grasps = grasps_to_msg(candidates, frame_msg.header)
+    request.reconstruction = scene_to_msg(objects, frame_msg.header, include_mesh=False)
+    response = _call(client, 'refine', request)
+    assert response.success, response.message
+    assert 0 < len(response.grasps.grasps) <= 20
+    counts = dict(zip(response.rejection_reasons, response.rejection_counts))
+    assert sum(counts.values()) + len(response.grasps.grasps) == n
+    _assert_on_objects(response.grasps, meshes)
+    scores = [g.score for g in response.grasps.grasps]
+    assert scores == sorted(scores, reverse=True)
+
+
+def _predict_on_stream(client, request, timeout=60.0):
+    """Predict on the replayed stream, waiting for the first frame to arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = _call(client, 'predict', request)
+        if response.success or 'no recent frame' not in response.message \
+                or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
+def test_predict_grasps_end_to_end_on_the_replayed_sample(client):
+    import rclpy
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from zerograsp_ros.nodes.common import LATCHED_QOS, MARKERS_TOPIC
+    from zerograsp_ros.srv import PredictGrasps
+
+    node, _ = client
+    markers = []
+    node.create_subscription(MarkerArray, MARKERS_TOPIC, markers.append, LATCHED_QOS)
+    response = _predict_on_stream(client, PredictGrasps.Request(return_reconstruction=True))
+    assert 'internal error' not in response.message
+    stages = dict(zip(response.stage_names, response.stage_seconds))
+    if TRAINED.is_file():
+        assert response.success, response.message
+        assert response.grasps.grasps and 'refined grasps' in response.message
+        assert {'segmentation', 'refinement', 'total'} <= set(stages)
+        assert len(response.reconstruction.objects) >= 3
+        _assert_on_objects(response.grasps, _ground_truth_meshes())
+        expect = {Marker.TRIANGLE_LIST, Marker.LINE_LIST}
+    else:
+        # Random weights reconstruct (almost) nothing: refinement must then say why.
+        if not response.success:
+            assert 'no grasp survived refinement' in response.message, response.message
+            response = _predict_on_stream(client, PredictGrasps.Request(refine=False))
+            assert response.success, response.message
+        expect = {Marker.LINE_LIST}
+    assert response.grasps.grasps and response.grasps.header.frame_id == \
+        'camera_color_optical_frame'
+    deadline = time.monotonic() + 30.0
+    seen = set()
+    while time.monotonic() < deadline and not expect <= seen:
+        rclpy.spin_once(node, timeout_sec=0.2)
+        seen = {m.type for array in markers for m in array.markers}
+    assert expect <= seen, f'markers seen: {seen}'
+    assert any(m.action == Marker.DELETEALL for m in markers[-1].markers)
