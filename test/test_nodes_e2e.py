@@ -32,20 +32,24 @@ TRAINED = REPO / 'checkpoints' / 'zerograsp_cpu.pt'
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-def _start(args, log_path, ready_text, timeout=180.0):
+def _start(args, log_path):
     log = open(log_path, 'w')
     proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'), cwd=str(REPO))
+    return proc, log
+
+
+def _wait_ready(proc, log, ready_text, timeout=180.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = Path(log_path).read_text()
+        text = Path(log.name).read_text()
         if ready_text in text:
-            return proc, log
+            return
         if proc.poll() is not None:
-            pytest.fail(f'{args[1]} exited with {proc.returncode}:\n{text[-3000:]}')
+            pytest.fail(f'{proc.args[2]} exited with {proc.returncode}:\n{text[-3000:]}')
         time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f'{args[1]} not ready within {timeout} s:\n{Path(log_path).read_text()[-3000:]}')
+    pytest.fail(f'{proc.args[2]} not ready within {timeout} s:\n'
+                f'{Path(log.name).read_text()[-3000:]}')
 
 
 def _stop(proc, log):
@@ -79,15 +83,21 @@ def servers(ros_domain, checkpoint, tmp_path_factory):
     if not SAMPLE.is_dir():
         pytest.skip('samples/tabletop not shipped')
     logs = tmp_path_factory.mktemp('logs')
+    # Both servers start at once (each loads torch and the model).
     graph = _start(['-m', 'zerograsp_ros.nodes.bringup', '--perception-only',
                     '--camera-source', 'replay', '--replay-dir', str(SAMPLE),
                     '--checkpoint', checkpoint, '--device', 'cpu', '--ros-args',
-                    '--log-level', 'warn'],
-                   logs / 'bringup.log', '[bringup] running')
+                    '--log-level', 'warn'], logs / 'bringup.log')
     lone = _start(['-m', 'zerograsp_ros.nodes.grasp_node', '--ros-args', '-r', '__ns:=/lone',
                    '-p', f'checkpoint:={checkpoint}', '-p', 'device:=cpu',
-                   '-p', 'refine_service_wait:=1.0'],
-                  logs / 'lone.log', 'loaded')
+                   '-p', 'refine_service_wait:=1.0'], logs / 'lone.log')
+    try:
+        _wait_ready(*graph, '[bringup] running')
+        _wait_ready(*lone, 'loaded')
+    except BaseException:
+        _stop(*lone)
+        _stop(*graph)
+        raise
     yield {'logs': logs}
     _stop(*lone)
     _stop(*graph)

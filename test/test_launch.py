@@ -1,0 +1,166 @@
+"""Launch files and the shared node graph.
+
+Everywhere: the launch files import as plain Python, say clearly when `launch` is
+missing, and every node they start is an installed executable whose module has
+the class `bringup` instantiates. Where launch_pytest exists (a robot PC), the
+pick scene is launched for real.
+"""
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_DIR = REPO / 'launch'
+INSTALLED_BIN = REPO / '.ws' / 'install' / 'zerograsp_ros' / 'lib' / 'zerograsp_ros'
+LAUNCH_FILES = ('pick_scene.launch.py', 'perception.launch.py')
+
+
+def load_launch_file(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace('.', '_'), LAUNCH_DIR / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _launch_installed() -> bool:
+    return importlib.util.find_spec('launch') is not None and \
+        importlib.util.find_spec('launch_ros') is not None
+
+
+@pytest.mark.parametrize('name', LAUNCH_FILES)
+def test_launch_file_imports_as_plain_python(name):
+    module = load_launch_file(name)
+    assert callable(module.generate_launch_description)
+    if _launch_installed():
+        from launch import LaunchDescription
+
+        assert isinstance(module.generate_launch_description(), LaunchDescription)
+    else:
+        with pytest.raises(ImportError, match='needs the ROS 2 `launch`') as info:
+            module.generate_launch_description()
+        assert 'bringup' in str(info.value)  # and it names the launch-free alternative
+
+
+def _all_pick_scene_variants():
+    module = load_launch_file('pick_scene.launch.py')
+    for use_sim in ('true', 'false'):
+        for robot in ('panda', 'fr3'):
+            yield module, {'use_sim': use_sim, 'robot': robot}
+
+
+@pytest.mark.ros
+def test_every_launched_node_is_an_installed_executable_with_its_class():
+    specs = [s for module, args in _all_pick_scene_variants() for s in module.node_specs(args)]
+    specs += load_launch_file('perception.launch.py').node_specs({})
+    for spec in {s.executable: s for s in specs}.values():
+        exe = INSTALLED_BIN / spec.executable
+        assert exe.is_file() and os.access(exe, os.X_OK), \
+            f'{spec.executable} is not installed in {INSTALLED_BIN} (run scripts/setup.sh)'
+        assert f'zerograsp_ros.nodes.{spec.executable} import main' in exe.read_text()
+        source = REPO / 'zerograsp_ros' / 'nodes' / f'{spec.executable}.py'
+        if not source.is_file():
+            pytest.fail(f'{spec.executable}: module {source} missing')
+        assert f'class {spec.class_name}(' in source.read_text(), \
+            f'{source} has no class {spec.class_name} for bringup'
+        for path in spec.param_files:
+            assert Path(path).is_file()
+
+
+def test_pick_scene_node_graph_per_argument():
+    module = load_launch_file('pick_scene.launch.py')
+    sim = {s.name: s for s in module.node_specs({})}  # defaults: use_sim true, panda
+    assert {'camera_node', 'segmentation_node', 'grasp_node', 'refinement_node',
+            'visualization_node', 'execution_node', 'sim_cell_node'} == set(sim)
+    assert sim['camera_node'].parameters['source'] == 'sim'
+    assert sim['execution_node'].parameters == {'robot': 'panda', 'backend': 'sim'}
+    assert module.includes({}) == []
+    real = {s.name: s for s in module.node_specs({'use_sim': 'false', 'robot': 'fr3',
+                                                 'checkpoint': '/x.pt', 'device': 'cuda'})}
+    assert 'sim_cell_node' not in real
+    assert real['camera_node'].parameters['source'] == 'realsense'
+    assert real['execution_node'].parameters == {'robot': 'fr3', 'backend': 'moveit'}
+    assert real['grasp_node'].parameters == {'checkpoint': '/x.pt', 'device': 'cuda'}
+    includes = module.includes({'use_sim': 'false', 'robot': 'fr3', 'robot_ip': '10.0.0.2',
+                                'camera_serial': '123456789012'})
+    camera = includes[0]
+    assert camera['package'] == 'realsense2_camera' and camera['launch'] == 'rs_launch.py'
+    assert camera['arguments']['align_depth.enable'] == 'true'
+    assert camera['arguments']['serial_no'] == '_123456789012'
+    # The arm and gripper includes come from the robot preset, robot_ip filled in.
+    import yaml
+
+    preset = yaml.safe_load((REPO / 'config' / 'robots' / 'fr3.yaml').read_text())
+    expected = preset['bringup']['includes']
+    assert [(i['package'], i['launch']) for i in includes[1:]] == \
+        [(i['package'], i['launch']) for i in expected]
+    assert all('$(robot_ip)' not in v for i in includes for v in i['arguments'].values())
+    with pytest.raises(ValueError, match='expected true or false'):
+        module.node_specs({'use_sim': 'maybe'})
+    from zerograsp_ros.errors import InputError
+
+    with pytest.raises(InputError, match="robot 'ur5'"):
+        module.node_specs({'robot': 'ur5'})
+
+
+def test_bringup_runs_the_same_graph_as_the_launch_file():
+    """`bringup --list` (launch-free) prints exactly the launch file's nodes and parameters."""
+    out = subprocess.run([sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--list',
+                          '--robot', 'fr3', '--device', 'cpu'], capture_output=True, text=True,
+                         timeout=120, cwd=str(REPO))
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[:2] for line in out.stdout.strip().splitlines()]
+    specs = load_launch_file('pick_scene.launch.py').node_specs({'robot': 'fr3',
+                                                                 'device': 'cpu'})
+    assert listed == [[s.executable, s.name] for s in specs]
+    bad = subprocess.run([sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--list',
+                          '--perception-only', '--camera-source', 'replay'],
+                         capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert bad.returncode == 1 and 'needs a replay directory' in bad.stderr
+
+
+# --------------------------------------------------------------------------- robot PC
+try:
+    import launch_pytest  # noqa: F401
+    HAVE_LAUNCH_PYTEST = True
+except ImportError:
+    HAVE_LAUNCH_PYTEST = False
+
+if HAVE_LAUNCH_PYTEST:
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    from launch import LaunchDescription
+
+    @launch_pytest.fixture
+    def pick_scene_launch():
+        return LaunchDescription([
+            IncludeLaunchDescription(
+                PythonLaunchDescriptionSource(str(LAUNCH_DIR / 'pick_scene.launch.py')),
+                launch_arguments={'use_sim': 'true', 'rviz': 'false',
+                                  'device': 'cpu'}.items()),
+            launch_pytest.actions.ReadyToTest()])
+
+    @pytest.mark.launch(fixture=pick_scene_launch)
+    def test_pick_scene_launch_brings_up_the_services():
+        import rclpy
+
+        from zerograsp_ros.srv import PickObject, PredictGrasps, RefineGrasps
+
+        rclpy.init()
+        try:
+            node = rclpy.create_node('pick_scene_launch_probe')
+            for srv, name in ((PredictGrasps, '/predict_grasps'),
+                              (RefineGrasps, '/refine_grasps'), (PickObject, '/pick')):
+                client = node.create_client(srv, name)
+                assert client.wait_for_service(timeout_sec=120.0), f'{name} never appeared'
+        finally:
+            rclpy.shutdown()
+else:
+    def test_pick_scene_launch_brings_up_the_services():
+        pytest.skip('launch_pytest is not installed here (robot PC only); the same graph is '
+                    'exercised launch-free by test_nodes_e2e.py and bringup --list')
