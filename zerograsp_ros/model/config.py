@@ -155,9 +155,9 @@ def preset(name: str) -> ModelConfig:
         return ModelConfig(name='paper')
     if name == 'cpu':
         return ModelConfig(
-            name='cpu', depth=7, latent_depth=4, input_full_depth=3,
-            channels=(64, 64, 64, 64, 64, 48, 32, 24),
-            resblocks_per_depth=1, bottleneck=2, head_hidden=32,
+            name='cpu', depth=8, latent_depth=4, input_full_depth=3,
+            channels=(64, 64, 64, 64, 64, 48, 32, 24, 16),
+            resblocks_per_depth=1, bottleneck=4, head_hidden=32,
             image_feature_channels=16, image_encoder_width=16,
             latent_dim=16, cvae_hidden=128, cvae_layers=2, posterior_channels=16,
             transformer_blocks=2, transformer_heads=2, transformer_head_dim=24,
