@@ -158,10 +158,10 @@ def _normals(points: np.ndarray, radius: float = 0.015) -> np.ndarray:
     return n
 
 
-def antipodal_grasps(frame: RGBDFrame, num_samples: int = 100,
+def antipodal_grasps(frame: RGBDFrame, num_samples: int = 80,
                      rng: np.random.Generator | None = None, table_plane=None,
                      gripper: GripperModel | None = None,
-                     tilts_deg=(-45, -22.5, 0, 22.5, 45), depths=(0.0, 0.01, 0.02, 0.03, 0.04),
+                     tilts_deg=(-30, 0, 30), depths=(0.0, 0.015, 0.03, 0.045),
                      max_grasps: int = 50) -> GraspSet:
     from scipy.spatial import cKDTree
 
@@ -239,7 +239,7 @@ def antipodal_grasps(frame: RGBDFrame, num_samples: int = 100,
         # Antipodal when the outermost points' normals face along the closing axis.
         score = min(abs(ni[left, 1]), abs(ni[right, 1]))
         widths.append(float(min(qi[right, 1] - qi[left, 1] + 0.02, gripper.max_stroke)))
-        scores.append(score * (1.0 + dk / 0.04) / 2.0)   # deeper grasps hold better
+        scores.append(score * (1.0 + dk / 0.045) / 2.0)   # deeper grasps hold better
     chosen.widths = np.asarray(widths, dtype=np.float32)
     chosen.scores = np.asarray(scores, dtype=np.float32)
     chosen.qualities = chosen.scores.copy()

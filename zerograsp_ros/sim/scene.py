@@ -442,16 +442,21 @@ def sample_camera_pose(rng: np.random.Generator, distance=(0.45, 0.75), elevatio
     return camera_look_at(eye, target)
 
 
-def apply_depth_noise(depth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def apply_depth_noise(depth: np.ndarray, rng: np.random.Generator,
+                      scale_noise: bool = True) -> np.ndarray:
     """Dex-Net style depth noise plus stereo-like dropout.
 
     A Gamma(1000, 0.001) scale, half the time smooth Gaussian noise (sigma 5 mm
-    on a quarter-resolution grid), and dropout at depth edges.
+    on a quarter-resolution grid), and dropout at depth edges. The Gamma scale is a
+    whole-image error of about 3 % (std); `scale_noise=False` leaves it out (a
+    well-calibrated camera).
     """
     from scipy.ndimage import maximum_filter, minimum_filter, zoom
     d = np.array(depth, dtype=np.float32, copy=True)
     valid = np.isfinite(d) & (d > 0)
-    d *= np.float32(rng.gamma(1000.0, 0.001))
+    scale = rng.gamma(1000.0, 0.001)   # drawn either way: same random stream
+    if scale_noise:
+        d *= np.float32(scale)
     h, w = d.shape
     if rng.random() < 0.5:
         gh, gw = max(h // 4, 1), max(w // 4, 1)
@@ -482,7 +487,8 @@ def _raycast_scene(scene: Scene):
 
 
 def render_rgbd(scene: Scene, intrinsics: CameraIntrinsics, T_world_camera: np.ndarray,
-                rng: np.random.Generator | None = None, noise: bool = True) -> RGBDFrame:
+                rng: np.random.Generator | None = None, noise: bool = True,
+                scale_noise: bool = True) -> RGBDFrame:
     """Ray-cast depth (m, NaN = no return), instance labels and Lambertian colour."""
     import open3d as o3d
     intrinsics.validate()
@@ -521,7 +527,7 @@ def render_rgbd(scene: Scene, intrinsics: CameraIntrinsics, T_world_camera: np.n
     rgb += rng.normal(0, 0.01, size=rgb.shape)
     rgb = np.clip(rgb * 255.0, 0, 255).astype(np.uint8)
     if noise:
-        depth = apply_depth_noise(depth, rng)
+        depth = apply_depth_noise(depth, rng, scale_noise=scale_noise)
     meta = {'T_world_camera': T.tolist(), 'scene_seed': scene.seed, 'layout': scene.layout,
             'split': scene.split}
     return RGBDFrame(rgb=rgb, depth=depth, intrinsics=intrinsics, labels=labels, meta=meta)
@@ -575,12 +581,16 @@ def main(argv=None) -> None:
     ap.add_argument('--objects', type=int, default=5)
     ap.add_argument('--layout', default='pile', choices=('pile', 'packed'))
     ap.add_argument('--split', default='test', choices=SPLITS)
-    ap.add_argument('--no-noise', action='store_true')
+    ap.add_argument('--noise', default='calibrated', choices=('dex', 'calibrated', 'none'),
+                    help='dex: the full dex model; calibrated: without its whole-image scale '
+                         'error (default, so GT meshes and depth agree to a few mm)')
     args = ap.parse_args(argv)
     scene = generate_scene(args.seed, args.objects, args.layout, args.split)
     rng = np.random.default_rng(args.seed)
     T = camera_look_at([0.0, -0.45, 0.50], [0.0, 0.0, 0.03])
-    frame = render_rgbd(scene, CameraIntrinsics.d435(), T, rng, noise=not args.no_noise)
+    frame = render_rgbd(scene, CameraIntrinsics.d435(), T, rng, noise=args.noise != 'none',
+                        scale_noise=args.noise == 'dex')
+    frame.meta['depth_noise'] = args.noise
     d = save_scene_sample(scene, frame, args.save_sample)
     names = ', '.join(o.name for o in scene.objects)
     print(f'saved {len(scene.objects)} objects ({names}) to {d}')

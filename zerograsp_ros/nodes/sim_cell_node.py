@@ -1,0 +1,189 @@
+"""ROS 2 node of the simulated cell: a RealSense stand-in plus arm and gripper services.
+
+Publishes the realsense2_camera 4.x topics (reliable QoS, one stamp per frame):
+  <camera_namespace>/color/image_raw                    rgb8
+  <camera_namespace>/color/camera_info
+  <camera_namespace>/aligned_depth_to_color/image_raw   16UC1 millimetres (0 = no return)
+  <camera_namespace>/aligned_depth_to_color/camera_info
+all in frame `camera_frame` (camera_color_optical_frame), and serves
+  /sim_cell/move_tcp     (zerograsp_ros/srv/SimMoveTcp)   TCP pose in `base_frame`
+  /sim_cell/gripper      (zerograsp_ros/srv/SimGripper)
+  /sim_cell/reset_scene  (zerograsp_ros/srv/SimResetScene)
+Parameter defaults come from config/sim_cell.yaml. Physics and rendering share one
+pybullet client, so all callbacks run in one mutually exclusive group: no frames are
+published while a motion is being simulated.
+"""
+from __future__ import annotations
+
+from geometry_msgs.msg import PoseStamped
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, Image
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.nodes.common import declare, positive
+from zerograsp_ros.nodes.conversions import (
+    intrinsics_to_camera_info,
+    make_header,
+    numpy_to_image,
+    pose_from_matrix,
+)
+from zerograsp_ros.sim.cell import SimCell, load_sim_cell_config, sim_cell_config_from_parameters
+from zerograsp_ros.srv import SimGripper, SimMoveTcp, SimResetScene
+
+# Like the real driver: reliable, volatile, a short queue.
+CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                        reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+
+PARAMETERS = {   # name -> description (defaults: config/sim_cell.yaml)
+    'publish_rate_hz': 'Camera frames published per second',
+    'base_frame': 'Robot base frame; SimMoveTcp targets must be given in it',
+    'camera_namespace': 'Prefix of the realsense2_camera topics (4.x default /camera/camera)',
+    'camera_frame': 'frame_id of the colour and aligned depth images',
+    'image_width': 'Image width [px]',
+    'image_height': 'Image height [px]',
+    'fx': 'Focal length x [px]', 'fy': 'Focal length y [px]',
+    'cx': 'Principal point x [px]', 'cy': 'Principal point y [px]',
+    'depth_noise': 'Apply the dex depth-noise model and edge dropout',
+    'T_world_base': 'Robot base in the world (table top z = 0), 4x4 row-major',
+    'T_base_camera': 'Camera optical frame in the robot base frame, 4x4 row-major',
+    'seed': 'Scene seed at start-up and the reset default',
+    'num_objects': 'Objects per scene',
+    'layout': 'Scene layout: pile or packed',
+    'split': 'Object split: train, val or test',
+    'grip_force': 'Default grip force limit [N]',
+    'tcp_speed': 'Cartesian speed of simulated motions [m/s]',
+    'check_reachability': 'Reject TCP targets the Panda cannot reach (inverse kinematics)',
+}
+
+
+def pose_msg_to_matrix(pose) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4; InputError for NaN or a non-unit quaternion."""
+    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z,
+                  pose.orientation.w], dtype=np.float64)
+    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    if not (np.isfinite(q).all() and np.isfinite(t).all()):
+        raise InputError('pose contains NaN or inf')
+    norm = np.linalg.norm(q)
+    if abs(norm - 1.0) > 1e-2:
+        raise InputError(f'pose orientation is not a unit quaternion (norm {norm:.3f})')
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
+    T[:3, 3] = t
+    return T
+
+
+class SimCellNode(Node):
+    """The simulated cell on ROS 2 (see the module docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__('sim_cell_node', **kwargs)
+        defaults = load_sim_cell_config().parameters
+        params = {}
+        for name, description in PARAMETERS.items():
+            default = defaults[name]
+            if isinstance(default, list):
+                default = [float(v) for v in default]
+            params[name] = declare(self, name, default, description)
+        for name in ('publish_rate_hz', 'tcp_speed', 'grip_force'):
+            if not positive(params[name]):
+                raise InputError(f"parameter '{name}' must be positive, got {params[name]}")
+        self.config = sim_cell_config_from_parameters(params)
+        self.rate = float(params['publish_rate_hz'])
+        ns = str(params['camera_namespace']).rstrip('/')
+        self.cell = SimCell(self.config)
+        self.cell.reset()
+        group = MutuallyExclusiveCallbackGroup()
+        self.pub_color = self.create_publisher(Image, f'{ns}/color/image_raw', CAMERA_QOS)
+        self.pub_color_info = self.create_publisher(CameraInfo, f'{ns}/color/camera_info',
+                                                    CAMERA_QOS)
+        self.pub_depth = self.create_publisher(
+            Image, f'{ns}/aligned_depth_to_color/image_raw', CAMERA_QOS)
+        self.pub_depth_info = self.create_publisher(
+            CameraInfo, f'{ns}/aligned_depth_to_color/camera_info', CAMERA_QOS)
+        self.create_service(SimMoveTcp, '/sim_cell/move_tcp', self._on_move_tcp,
+                            callback_group=group)
+        self.create_service(SimGripper, '/sim_cell/gripper', self._on_gripper,
+                            callback_group=group)
+        self.create_service(SimResetScene, '/sim_cell/reset_scene', self._on_reset,
+                            callback_group=group)
+        self.timer = self.create_timer(1.0 / self.rate, self.publish_frame, callback_group=group)
+        self.get_logger().info(
+            f'simulated cell up: {len(self.cell.object_ids())} objects, camera topics under '
+            f'{ns}, services /sim_cell/{{move_tcp,gripper,reset_scene}}')
+
+    # ------------------------------------------------------------------ camera
+    def publish_frame(self) -> None:
+        frame = self.cell.capture()
+        header = make_header(self.config.camera_frame, self.get_clock().now().to_msg())
+        depth_mm = np.nan_to_num(frame.depth, nan=0.0, posinf=0.0, neginf=0.0)
+        depth_mm = np.clip(np.round(depth_mm * 1000.0), 0, 65535).astype(np.uint16)
+        info = intrinsics_to_camera_info(frame.intrinsics, header)
+        self.pub_color.publish(numpy_to_image(frame.rgb, 'rgb8', header))
+        self.pub_color_info.publish(info)
+        self.pub_depth.publish(numpy_to_image(depth_mm, '16UC1', header))
+        self.pub_depth_info.publish(info)
+
+    # ------------------------------------------------------------------ services
+    def _reached(self) -> PoseStamped:
+        T = self.cell.tcp_pose_base()
+        msg = PoseStamped()
+        msg.header = make_header(self.config.base_frame, self.get_clock().now().to_msg())
+        msg.pose = pose_from_matrix(T[:3, :3], T[:3, 3])
+        return msg
+
+    def _on_move_tcp(self, request, response):
+        try:
+            frame = request.target.header.frame_id
+            if frame.lstrip('/') != self.config.base_frame:
+                raise InputError(f"target frame '{frame}' is not the cell's base frame "
+                                 f"'{self.config.base_frame}'")
+            T = pose_msg_to_matrix(request.target.pose)
+            ok, message = self.cell.move_tcp(T, straight_line=bool(request.straight_line),
+                                             dry_run=bool(request.dry_run))
+            response.success, response.message = bool(ok), message
+        except InputError as exc:
+            response.success, response.message = False, str(exc)
+        response.reached = self._reached()
+        return response
+
+    def _on_gripper(self, request, response):
+        try:
+            width, held = self.cell.gripper_command(float(request.width),
+                                                    float(request.max_effort))
+            response.success, response.message = True, 'ok'
+            response.width, response.object_held = float(width), bool(held)
+            response.held_object_id = int(held)
+        except InputError as exc:
+            response.success, response.message = False, str(exc)
+            response.width = float(self.cell.gripper_width())
+        return response
+
+    def _on_reset(self, request, response):
+        try:
+            ids = self.cell.reset(seed=int(request.seed),
+                                  num_objects=int(request.num_objects) or None,
+                                  layout=request.layout or None, split=request.split or None)
+            response.success, response.message = True, f'{len(ids)} objects on the table'
+            response.object_ids = [int(i) for i in ids]
+        except InputError as exc:
+            response.success, response.message = False, str(exc)
+        return response
+
+    def destroy_node(self):
+        self.cell.close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    from zerograsp_ros.nodes.bringup import run_single_node
+    return run_single_node(SimCellNode, args)
+
+
+if __name__ == '__main__':
+    import sys
+    sys.exit(main())
