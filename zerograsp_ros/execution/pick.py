@@ -362,15 +362,22 @@ class PickSequence:
         if not g.ok:
             raise self._fail('grasp', f'gripper reported a failure while closing: {g.message}; '
                              'stopped, no further motion')
-        if g.object_held is False or (np.isfinite(g.width) and g.width < cfg.min_held_width):
+        if np.isfinite(g.width) and g.width < cfg.min_held_width:
             raise self._fail('grasp', f'gripper closed on nothing (opening {g.width:.4f} m); '
                              'stopped, no further motion')
+        # Touching more than one object right after closing can still end in a hold once
+        # lifted; without the post-lift check a doubtful hold is a failure here.
+        if g.object_held is False and (not cfg.verify_hold_after_lift
+                                       or not np.isfinite(g.width)):
+            raise self._fail('grasp', f'the fingers do not hold one object (opening '
+                             f'{g.width:.4f} m); stopped, no further motion')
         try:
             self.backend.attach(name)
         except ExecutionError as exc:
             raise self._fail('grasp', f'attaching {name} in the planning scene failed: '
                              f'{exc}; stopped') from exc
-        self._report('grasp', True, f'closed at {g.width:.4f} m')
+        self._report('grasp', True, f'closed at {g.width:.4f} m'
+                     + ('' if g.object_held is not False else ', hold checked after the lift'))
 
         motion = self.backend.move(poses['lift'], straight_line=True, dry_run=False)
         if not motion.ok:
