@@ -238,14 +238,20 @@ class _Batch:
             return
         per_chunk = min(MAX_GRASPS_PER_CHUNK, max(1, int(chunk_size) // max(1, len(points))))
         order = torch.as_tensor(self.order, device=self.device)
-        for start in range(0, n_total, per_chunk):
-            idx = order[start:start + per_chunk]
-            R, t, w, d = self.R[idx], self.t[idx], widths[idx], depths[idx]
-            corners = _box_corners(d - g.length_behind_tip, d, w / 2 + g.finger_thickness,
-                                   g.finger_width / 2)  # (n, 8, 3) gripper frame
-            world = torch.einsum('nij,nkj->nki', R, corners) + t[:, None, :]
-            lo = world.reshape(-1, 3).min(0).values
-            hi = world.reshape(-1, 3).max(0).values
+        # World bounding boxes of every chunk in one batched op (small per-chunk reductions
+        # are dominated by call overhead).
+        n_chunks = -(-n_total // per_chunk)
+        padded = torch.cat([order, order[-1:].expand(n_chunks * per_chunk - n_total)])
+        R_all, d_all = self.R[padded], depths[padded]
+        corners = _box_corners(d_all - g.length_behind_tip, d_all,
+                               widths[padded] / 2 + g.finger_thickness, g.finger_width / 2)
+        world = torch.einsum('nij,nkj->nki', R_all, corners) + self.t[padded][:, None, :]
+        world = world.reshape(n_chunks, per_chunk * 8, 3)
+        chunk_lo, chunk_hi = world.amin(1).cpu(), world.amax(1).cpu()
+        for c in range(n_chunks):
+            idx = order[c * per_chunk:(c + 1) * per_chunk]
+            R, t = self.R[idx], self.t[idx]
+            lo, hi = chunk_lo[c].to(self.device), chunk_hi[c].to(self.device)
             keep = ((points >= lo) & (points <= hi)).all(dim=1)
             pts = points[keep]
             if len(pts) == 0:
@@ -307,7 +313,6 @@ def _contacts(batch: _Batch, points: torch.Tensor, widths, depths, tolerance, ch
     """Per grasp: gaps to the left/right finger and contact depths (inf / -inf if none)."""
     g = batch.gripper
     n = len(widths)
-    inf = torch.tensor(float('inf'), device=batch.device)
     gap_left = torch.full((n,), float('inf'), device=batch.device)
     gap_right = gap_left.clone()
     z_left = torch.full((n,), -float('inf'), device=batch.device)
@@ -318,12 +323,19 @@ def _contacts(batch: _Batch, points: torch.Tensor, widths, depths, tolerance, ch
         w, d = widths[idx], depths[idx]
         region = ((qz.abs() <= g.finger_width / 2) & (qy.abs() < w / 2)
                   & (qx >= d - g.finger_length) & (qx <= d))
-        for sign, gap_out, z_out in ((1.0, gap_left, z_left), (-1.0, gap_right, z_right)):
-            gap = torch.where(region, w / 2 + sign * qy, inf)
-            best = gap.min(0).values
-            near = region & (gap <= best + tolerance)
+        # Few pairs fall between the fingers: finish on the sparse pairs.
+        point_i, grasp_i = region.nonzero(as_tuple=True)
+        if len(point_i) == 0:
+            continue
+        x, y, half = qx[point_i, grasp_i], qy[point_i, grasp_i], w[grasp_i] / 2
+        chunk = len(idx)
+        for gap, gap_out, z_out in ((half + y, gap_left, z_left), (half - y, gap_right, z_right)):
+            best = torch.full((chunk,), float('inf'), device=batch.device).scatter_reduce(
+                0, grasp_i, gap, 'amin')
+            near = gap <= best[grasp_i] + tolerance
             gap_out[idx] = best
-            z_out[idx] = torch.where(near, qx, -inf).max(0).values
+            z_out[idx] = torch.full((chunk,), -float('inf'), device=batch.device).scatter_reduce(
+                0, grasp_i[near], x[near], 'amax')
     return gap_left, gap_right, z_left, z_right
 
 
