@@ -52,18 +52,39 @@ def spin(nodes, threads: int | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
+        # Let running callbacks finish before the nodes and the context go away.
+        executor.shutdown(timeout_sec=10.0)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
 
 
+def init_ros(args=None) -> None:
+    """rclpy.init without rclpy's SIGINT handler.
+
+    Ctrl-C then raises KeyboardInterrupt, so spin() stops the executor before the
+    context is shut down under running callbacks.
+    """
+    import signal
+
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # Explicit: a background job may inherit an ignored SIGINT; SIGTERM stops cleanly too.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+
 def run_single_node(cls, args=None) -> int:
     """Entry point of one node executable: start, report bad configuration clearly, spin."""
     import rclpy
 
-    rclpy.init(args=args)
+    init_ros(args)
     try:
         node = cls()
     except STARTUP_ERRORS as exc:
@@ -127,7 +148,7 @@ def main(args=None):
         for s in specs:
             print(s.executable, s.name, ' '.join(s.ros_args()), s.parameters)
         return 0
-    rclpy.init(args=argv)
+    init_ros(argv)
     nodes = []
     try:
         for spec, cls in zip(specs, classes):
