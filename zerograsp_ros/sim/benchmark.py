@@ -50,7 +50,7 @@ MIN_GRASP_HEIGHT = 0.005
 class BenchmarkConfig:
     methods: tuple = BASELINES
     layouts: tuple = ('pile', 'packed')
-    rounds: int = 6                      # rounds per layout
+    rounds: int = 5                      # rounds per layout (default <= 15 min)
     num_objects: int = 5
     seed: int = 0
     split: str = 'test'
@@ -137,6 +137,15 @@ def make_planner(method: str, predictor=None) -> Planner:
         return refine_grasps(grasps, obj_pts, object_point_ids=obj_ids, scene_points=scene_pts,
                              table_plane=plane, config=cfg, max_grasps=50).grasps
     return plan
+
+
+def checkpoint_fingerprint(checkpoint: str) -> str:
+    """Name, size and modification time: a retrained checkpoint invalidates cached rounds."""
+    p = Path(checkpoint)
+    if not p.is_file():
+        return 'missing'
+    st = p.stat()
+    return f'{p.name}:{st.st_size}:{int(st.st_mtime)}'
 
 
 def load_predictor(checkpoint: str):
@@ -279,7 +288,10 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
         if m not in METHODS:
             raise InputError(f"unknown method '{m}'; valid: {', '.join(METHODS)}")
     run = BenchmarkRun(config=config)
-    key = json.dumps({k: v for k, v in asdict(config).items() if k != 'methods'},
+    # Rounds are cached per (method, layout, round): a run with more rounds, fewer
+    # methods or another layout reuses them; ZeroGrasp rounds also key on the checkpoint.
+    key = json.dumps({k: v for k, v in asdict(config).items()
+                      if k not in ('methods', 'rounds', 'layouts', 'checkpoint')},
                      sort_keys=True, default=list)
     done: dict = {}
     if partial_path is not None and Path(partial_path).is_file():
@@ -302,6 +314,8 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             run.skipped[m] = f'skipped: {predictor_error}'
             continue
         tag = f'{m}/{layout}/{r}'
+        if m in ZEROGRASP_METHODS:
+            tag += f'/{checkpoint_fingerprint(config.checkpoint)}'
         bar.set_postfix_str(tag)
         if tag in done:
             result = done[tag]

@@ -353,12 +353,12 @@ def _place_packed(client: int, objects: list[SceneObject], rng: np.random.Genera
     import pybullet as p
     bodies, placed = [], []
     for obj in objects:
-        for _ in range(30):
+        for _ in range(80):
             T = np.eye(4)
             yaw = rng.uniform(0, 2 * np.pi)
             T[:3, :3] = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0],
                                   [0, 0, 1]])
-            T[:2, 3] = rng.uniform(-0.10, 0.10, size=2)
+            T[:2, 3] = rng.uniform(-0.11, 0.11, size=2)
             T[2, 3] = -obj.mesh.bounds[0, 2] + 0.002
             body = spawn_object(client, obj, T)
             p.performCollisionDetection(physicsClientId=client)
