@@ -1,0 +1,1 @@
+"""Synthetic training data: labels from known geometry, sharded generation, datasets."""

@@ -1,0 +1,195 @@
+"""Read generated shards back as model `SceneSample`s (and ground truth for evaluation).
+
+Shard layout (schema version 1, written by `generate.py`): keys `s<j>_<name>`
+for scene j of the shard. Per scene: rgb, depth_mm (uint16, 0 = invalid),
+labels (instance ids, 0 = background/table), K, image_size, T_world_camera,
+object_ids, object_names, object_pixels; per object id k `obj<k>_`:
+mesh_vertices / mesh_faces / part_sizes (world frame, every object), and for
+visible objects (camera frame) surface_points, surface_normals, sdf_points,
+sdf_values, grasp_points, grasp_graspness_raw, grasp_quality, grasp_mu,
+grasp_approach, grasp_closing, grasp_width, grasp_depth, grasp_valid.
+
+Graspness is handed to the model normalised per scene (raw / scene maximum),
+as GSNet does, because raw fractions of a coarse candidate grid are small.
+
+Depth scale: the dex noise model multiplies a whole depth image by one
+Gamma(1000, 0.001) factor (about +-3 %, i.e. +-2 cm at 0.6 m). No method can
+undo that from one image, so training targets are expressed in the sensor's
+scaled frame (`SceneRecord.depth_scale`, found by re-rendering the stored
+meshes without noise); evaluation compares against the true geometry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from zerograsp_ros.data.generate import SCHEMA_VERSION
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.geometry.camera import CameraIntrinsics
+from zerograsp_ros.geometry.rgbd import RGBDFrame
+from zerograsp_ros.model.targets import ObjectTarget, SceneSample
+
+
+@dataclass
+class SceneRecord:
+    """Everything stored for one scene (arrays keyed without the `s<j>_` prefix)."""
+
+    arrays: dict[str, np.ndarray]
+
+    def __getitem__(self, key):
+        return self.arrays[key]
+
+    @property
+    def object_ids(self) -> np.ndarray:
+        return self.arrays['object_ids']
+
+    def labelled_ids(self) -> list[int]:
+        return [int(i) for i in self.object_ids if f'obj{i}_surface_points' in self.arrays]
+
+    def frame(self) -> RGBDFrame:
+        w, h = (int(v) for v in self.arrays['image_size'])
+        intr = CameraIntrinsics.from_matrix(self.arrays['K'], w, h)
+        depth = self.arrays['depth_mm'].astype(np.float32) * 0.001
+        depth[self.arrays['depth_mm'] == 0] = np.nan
+        return RGBDFrame(rgb=self.arrays['rgb'], depth=depth, intrinsics=intr,
+                         labels=self.arrays['labels'].astype(np.int32),
+                         meta={'scene_seed': int(self.arrays['seed']),
+                               'T_world_camera': self.arrays['T_world_camera'].tolist()})
+
+    def world_meshes(self) -> dict[int, trimesh.Trimesh]:
+        return {int(i): trimesh.Trimesh(self.arrays[f'obj{i}_mesh_vertices'],
+                                        self.arrays[f'obj{i}_mesh_faces'], process=False)
+                for i in self.object_ids}
+
+    def world_parts(self, object_id: int) -> list[trimesh.Trimesh]:
+        """The convex parts of an object (stored as consecutive face blocks)."""
+        v = self.arrays[f'obj{object_id}_mesh_vertices']
+        f = self.arrays[f'obj{object_id}_mesh_faces']
+        parts, start = [], 0
+        for n in self.arrays[f'obj{object_id}_part_sizes']:
+            faces = f[start:start + int(n)]
+            used, inverse = np.unique(faces, return_inverse=True)
+            parts.append(trimesh.Trimesh(v[used], inverse.reshape(-1, 3), process=False))
+            start += int(n)
+        return parts
+
+    def depth_scale(self) -> float:
+        """The image-wide depth factor of the noise model (observed / noise-free depth)."""
+        if 'depth_scale' not in self.arrays:
+            self.arrays['depth_scale'] = np.array(estimate_depth_scale(self))
+        return float(self.arrays['depth_scale'])
+
+    def target(self, object_id: int, with_grasps: bool = True,
+               sensor_frame: bool = False) -> ObjectTarget:
+        """Ground truth of one object; sensor_frame=True scales it like the observed depth."""
+        a, k = self.arrays, f'obj{object_id}_'
+        s = self.depth_scale() if sensor_frame else 1.0
+        tgt = ObjectTarget(object_id=int(object_id),
+                           surface_points=(a[k + 'surface_points'] * s).astype(np.float32),
+                           surface_normals=a[k + 'surface_normals'])
+        if with_grasps and len(a[k + 'grasp_points']):
+            scene_max = max((float(a[f'obj{i}_grasp_graspness_raw'].max(initial=0.0))
+                             for i in self.labelled_ids()), default=0.0)
+            tgt.grasp_points = (a[k + 'grasp_points'] * s).astype(np.float32)
+            tgt.graspness = (a[k + 'grasp_graspness_raw'] / max(scene_max, 1e-6)
+                             ).astype(np.float32)
+            tgt.grasp_quality = a[k + 'grasp_quality']
+            tgt.grasp_approach = a[k + 'grasp_approach']
+            tgt.grasp_closing = a[k + 'grasp_closing']
+            tgt.grasp_width = a[k + 'grasp_width']
+            tgt.grasp_depth = a[k + 'grasp_depth']
+        return tgt
+
+    def sample(self, with_grasps: bool = True, sensor_frame: bool = True) -> SceneSample:
+        """Training sample: frame + targets (by default in the sensor's scaled frame)."""
+        return SceneSample(frame=self.frame(),
+                           targets={i: self.target(i, with_grasps, sensor_frame)
+                                    for i in self.labelled_ids()})
+
+
+def estimate_depth_scale(record: SceneRecord) -> float:
+    """Median observed / noise-free depth over object pixels (noise-free by ray casting)."""
+    import open3d as o3d
+
+    scene = o3d.t.geometry.RaycastingScene()
+    for mesh in record.world_meshes().values():
+        scene.add_triangles(o3d.core.Tensor(np.asarray(mesh.vertices, dtype=np.float32)),
+                            o3d.core.Tensor(np.asarray(mesh.faces, dtype=np.uint32)))
+    frame = record.frame()
+    valid = frame.valid_depth() & (frame.labels > 0)
+    rows, cols = np.nonzero(valid)
+    if len(rows) < 10:
+        return 1.0
+    pick = np.random.default_rng(0).choice(len(rows), size=min(4000, len(rows)), replace=False)
+    rows, cols = rows[pick], cols[pick]
+    intr = frame.intrinsics
+    T = np.asarray(record['T_world_camera'], dtype=np.float64)
+    d_cam = np.stack([(cols - intr.cx) / intr.fx, (rows - intr.cy) / intr.fy,
+                      np.ones(len(rows))], axis=1)
+    rays = np.concatenate([np.broadcast_to(T[:3, 3], d_cam.shape), d_cam @ T[:3, :3].T], axis=1)
+    clean = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))['t_hit'].numpy()
+    ratio = frame.depth[rows, cols] / clean
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0.8) & (ratio < 1.2)]
+    return float(np.median(ratio)) if len(ratio) else 1.0
+
+
+class ShardDataset:
+    """All complete shards of one split directory, scenes indexed 0..N-1 (shard order).
+
+    Shards are found by name (so a split whose generation was stopped early
+    is usable); the last opened shard is cached.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise InputError(f'data set directory {self.directory} does not exist')
+        self.shards = sorted(self.directory.glob('shard_*.npz'))
+        self.shards = [s for s in self.shards if '.tmp' not in s.name]
+        if not self.shards:
+            raise InputError(f'no shard_*.npz files in {self.directory}')
+        self._index: list[tuple[int, int]] = []
+        for si, path in enumerate(self.shards):
+            try:
+                with np.load(path) as data:
+                    version = int(data['schema_version'])
+                    n = int(data['num_scenes'])
+            except Exception as exc:  # noqa: BLE001 - name the broken file
+                raise InputError(f'shard {path} is unreadable: {exc}') from exc
+            if version != SCHEMA_VERSION:
+                raise InputError(f'shard {path} has schema version {version}, this code reads '
+                                 f'{SCHEMA_VERSION}; regenerate the data set')
+            self._index += [(si, j) for j in range(n)]
+        self._cache: tuple[int, dict] | None = None
+        manifest = self.directory / 'manifest.json'
+        self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def record(self, index: int) -> SceneRecord:
+        if not 0 <= index < len(self):
+            raise IndexError(f'scene {index} out of range 0..{len(self) - 1}')
+        si, j = self._index[index]
+        if self._cache is None or self._cache[0] != si:
+            with np.load(self.shards[si]) as data:
+                self._cache = (si, {k: data[k] for k in data.files})
+        prefix = f's{j}_'
+        return SceneRecord({k[len(prefix):]: v for k, v in self._cache[1].items()
+                            if k.startswith(prefix)})
+
+    def __getitem__(self, index: int) -> SceneSample:
+        return self.record(index).sample()
+
+    def load_all(self, with_grasps: bool = True) -> list[SceneSample]:
+        """Every scene with at least one labelled object, in memory (compact: ~1 MB each)."""
+        out = []
+        for i in range(len(self)):
+            rec = self.record(i)
+            if rec.labelled_ids():
+                out.append(rec.sample(with_grasps))
+        return out

@@ -1,0 +1,263 @@
+"""Evaluation on a held-out split: reconstruction vs baselines, grasp precision.
+
+    python -m zerograsp_ros.training.evaluate --checkpoint checkpoints/zerograsp_cpu.pt \
+        --data datasets/v1/test --out benchmarks/results/reconstruction_eval.json
+
+Reconstruction (per labelled object, camera frame, metres; definitions of the
+ZeroGrasp supplement B.2): Chamfer distance = mean of the two directions'
+mean nearest-neighbour distances (reported in mm); F-1 at 1 cm from precision
+(predicted points within 1 cm of the ground truth) and recall (ground truth
+within 1 cm of the prediction); normal consistency = mean of both
+directions' |n . n_nearest|. Methods on the same objects:
+  * model: the checkpoint's surface points and normals;
+  * visible: the object's own observed depth points (no completion), normals
+    estimated from the points (Open3D, oriented to the camera);
+  * mirror: visible points plus their copy rotated 180 deg about the vertical
+    (table normal) axis through the visible centroid (a symmetry heuristic).
+Grasps: the model's grasps per scene, sorted by score, judged by the same
+check that labels the data (`labels.judge_grasps`: 2F-85-like gripper boxes
+against every scene mesh + the table, antipodal force closure). Precision@k
+counts top-k grasps that are collision-free, non-empty and force-closure at
+mu = 0.8; AP-style figure = mean over mu in {0.2..1.2} and k in 1..10.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+import platform
+import sys
+import time
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from zerograsp_ros.data.dataset import SceneRecord, ShardDataset
+from zerograsp_ros.data.labels import (
+    FRICTION_COEFFICIENTS,
+    LabelConfig,
+    ObjectShape,
+    build_scene_geometry,
+    evaluate_grasp_set,
+)
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.geometry.camera import unproject
+
+F1_THRESHOLD_M = 0.01
+PRECISION_MU = 0.8
+TOP_K = (1, 5, 10)
+
+
+def reconstruction_metrics(pred_points, pred_normals, gt_points, gt_normals,
+                           threshold: float = F1_THRESHOLD_M) -> dict:
+    """Chamfer (mm), precision/recall/F-1 at `threshold`, normal consistency."""
+    pred_points = np.asarray(pred_points, dtype=np.float64).reshape(-1, 3)
+    gt_points = np.asarray(gt_points, dtype=np.float64).reshape(-1, 3)
+    if len(pred_points) == 0 or len(gt_points) == 0:
+        raise InputError('reconstruction metrics need non-empty predicted and GT point sets')
+    d_pg, i_pg = cKDTree(gt_points).query(pred_points)
+    d_gp, i_gp = cKDTree(pred_points).query(gt_points)
+    precision = float((d_pg < threshold).mean())
+    recall = float((d_gp < threshold).mean())
+    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    pn = _unit(pred_normals)
+    gn = _unit(gt_normals)
+    nc = 0.5 * (np.abs((pn * gn[i_pg]).sum(1)).mean() + np.abs((gn * pn[i_gp]).sum(1)).mean())
+    return {'cd_mm': float(500.0 * (d_pg.mean() + d_gp.mean())), 'precision': precision,
+            'recall': recall, 'f1': float(f1), 'nc': float(nc)}
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64).reshape(-1, 3)
+    return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-9, None)
+
+
+def visible_points(record: SceneRecord, object_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observed depth points of one object with normals oriented towards the camera."""
+    import open3d as o3d
+
+    frame = record.frame()
+    pts = unproject(frame.depth, frame.intrinsics, mask=frame.labels == object_id)
+    if len(pts) < 3:
+        return pts, np.tile([0.0, 0.0, -1.0], (len(pts), 1))
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
+    pc.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(16))
+    pc.orient_normals_towards_camera_location(np.zeros(3))
+    return pts, np.asarray(pc.normals)
+
+
+def mirror_completion(points: np.ndarray, normals: np.ndarray, up: np.ndarray):
+    """Visible points plus their 180-degree copy about the vertical axis through the centroid."""
+    up = up / np.linalg.norm(up)
+    c = points.mean(0)
+    rel = points - c
+    mirrored = c + 2.0 * (rel @ up)[:, None] * up - rel
+    mirrored_n = 2.0 * (normals @ up)[:, None] * up - normals
+    return np.concatenate([points, mirrored]), np.concatenate([normals, mirrored_n])
+
+
+def scene_geometry(record: SceneRecord, seed: int = 0):
+    """The grasp judge's geometry for a stored scene (world frame), rebuilt from its meshes."""
+    ids = [int(i) for i in record.object_ids]
+    meshes = record.world_meshes()
+    shapes = [ObjectShape(meshes[i], record.world_parts(i)) for i in ids]
+    return build_scene_geometry(shapes, ids, LabelConfig(), np.random.default_rng(seed))
+
+
+def grasp_success(grasps_camera, record: SceneRecord, geometry=None) -> np.ndarray:
+    """(N, len(FRICTION_COEFFICIENTS)) success of camera-frame grasps at each mu."""
+    geometry = geometry if geometry is not None else scene_geometry(record)
+    world = grasps_camera.transformed(np.asarray(record['T_world_camera']))
+    judged = evaluate_grasp_set(world, geometry, LabelConfig().gripper)
+    return np.stack([judged.success_at(mu) for mu in FRICTION_COEFFICIENTS], axis=1)
+
+
+def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
+             device: str = 'auto', progress: bool = True, predictor=None) -> dict:
+    """Run every method on the split; returns the result dictionary (see module doc)."""
+    from tqdm import tqdm
+
+    from zerograsp_ros.model.inference import ZeroGraspPredictor
+
+    ds = ShardDataset(data)
+    if predictor is None and checkpoint is not None:
+        predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device)
+    n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
+    rows, grasp_rows, times = [], [], []
+    for si in tqdm(range(n), desc='evaluating scenes', unit='scene', disable=not progress,
+                   file=sys.stdout):
+        rec = ds.record(si)
+        ids = rec.labelled_ids()
+        if not ids:
+            continue
+        T_wc = np.asarray(rec['T_world_camera'])
+        up_cam = T_wc[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+        pred = None
+        if predictor is not None:
+            t0 = time.perf_counter()
+            pred = predictor.predict(rec.frame(), object_ids=ids, with_mesh=False)
+            times.append(time.perf_counter() - t0)
+        by_id = {o.object_id: o for o in pred.objects} if pred is not None else {}
+        for oid in ids:
+            gt = rec.target(oid, with_grasps=False)
+            vis_p, vis_n = visible_points(rec, oid)
+            row = {'scene': si, 'object_id': oid,
+                   'name': str(rec['object_names'][list(rec.object_ids).index(oid)]),
+                   'visible_points': len(vis_p)}
+            outputs = {}
+            if len(vis_p) >= 3:
+                outputs['visible'] = (vis_p, vis_n)
+                outputs['mirror'] = mirror_completion(vis_p, vis_n, up_cam)
+            o = by_id.get(oid)
+            if o is not None and len(o.points):
+                outputs['model'] = (o.points, o.normals)
+            scale = rec.depth_scale()
+            for method, (p, nrm) in outputs.items():
+                row[method] = reconstruction_metrics(p, nrm, gt.surface_points,
+                                                     gt.surface_normals)
+                row[method + '@sensor'] = reconstruction_metrics(
+                    p, nrm, gt.surface_points * scale, gt.surface_normals)
+            row['depth_scale'] = scale
+            rows.append(row)
+        if pred is not None and len(pred.grasps):
+            ranked = pred.grasps.sorted_by_score().subset(slice(0, max(TOP_K)))
+            ok = grasp_success(ranked, rec)
+            grasp_rows.append({'scene': si, 'success': ok.tolist(),
+                               'scores': ranked.scores.tolist()})
+    return summarise(rows, grasp_rows, times)
+
+
+def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float]) -> dict:
+    methods = [m for m in ('model', 'visible', 'mirror') if any(m in r for r in rows)]
+    common = [r for r in rows if all(m in r for m in methods)]
+    tables = {}
+    for suffix, name in (('', 'reconstruction'), ('@sensor', 'reconstruction_sensor_frame')):
+        recon = {}
+        for m in methods:
+            vals = [r[m + suffix] for r in common]
+            recon[m] = {k: float(np.mean([v[k] for v in vals])) if vals else None
+                        for k in ('cd_mm', 'f1', 'precision', 'recall', 'nc')}
+            recon[m]['cd_mm_median'] = (float(np.median([v['cd_mm'] for v in vals]))
+                                        if vals else None)
+        tables[name] = recon
+    out = {'objects_total': len(rows), 'objects_compared': len(common),
+           'objects_without_model_output': sum('model' not in r for r in rows)
+           if 'model' in methods else None,
+           **tables, 'f1_threshold_m': F1_THRESHOLD_M}
+    if grasp_rows:
+        mu_i = FRICTION_COEFFICIENTS.index(PRECISION_MU)
+        prec = {}
+        for k in TOP_K:
+            hits = [np.asarray(g['success'])[:k, mu_i] for g in grasp_rows]
+            prec[f'precision@{k}'] = float(np.mean(np.concatenate(hits)))
+        ap = []
+        for g in grasp_rows:
+            s = np.asarray(g['success'], dtype=float)
+            ap.append(np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)], axis=0))
+        out['grasps'] = {'scenes': len(grasp_rows), 'mu': PRECISION_MU, **prec,
+                         'ap_mu_0.2_to_1.2_k_1_to_10': float(np.mean(ap)),
+                         'ap_per_mu': dict(zip(map(str, FRICTION_COEFFICIENTS),
+                                               np.mean(ap, axis=0).round(4).tolist()))}
+    if times:
+        out['model_seconds_per_frame'] = float(np.mean(times))
+    out['per_object'] = rows
+    return out
+
+
+def write_results(result: dict, path: str | Path, command: str, extra: dict | None = None):
+    result = dict(result)
+    result.update(extra or {})
+    result['machine'] = f'{platform.platform()} ({os.cpu_count()} cpus)'
+    result['date'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+    result['command'] = command
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    plot_results(result, path.with_suffix('.png'))
+    return path
+
+
+def plot_results(result: dict, png: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    recon = result['reconstruction']
+    methods = list(recon)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, key, label in zip(axes, ('cd_mm', 'f1', 'nc'),
+                              ('Chamfer distance [mm] (lower is better)', 'F-1 at 1 cm',
+                               'normal consistency')):
+        vals = [recon[m][key] or 0.0 for m in methods]
+        ax.bar(methods, vals, color=['tab:blue', 'tab:gray', 'tab:orange'][:len(methods)])
+        ax.set_title(label, fontsize=9)
+        for i, v in enumerate(vals):
+            ax.text(i, v, f'{v:.3g}', ha='center', va='bottom', fontsize=8)
+    fig.suptitle(f"held-out test objects: {result['objects_compared']} objects", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description='Evaluate a checkpoint on a held-out split.')
+    ap.add_argument('--checkpoint', default='checkpoints/zerograsp_cpu.pt')
+    ap.add_argument('--data', default='datasets/v1/test')
+    ap.add_argument('--out', default='benchmarks/results/reconstruction_eval.json')
+    ap.add_argument('--max-scenes', type=int, default=None)
+    ap.add_argument('--device', default='auto')
+    args = ap.parse_args(argv)
+    result = evaluate(args.checkpoint, args.data, args.max_scenes, args.device)
+    cmd = 'python -m zerograsp_ros.training.evaluate ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
+    path = write_results(result, args.out, cmd, {'checkpoint': args.checkpoint,
+                                                 'data': args.data})
+    summary = {k: v for k, v in result.items() if k != 'per_object'}
+    print(json.dumps(summary, indent=1))
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()

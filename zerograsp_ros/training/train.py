@@ -1,0 +1,294 @@
+"""Resumable training of ZeroGraspNet on generated shards.
+
+    python -m zerograsp_ros.training.train --data datasets/v1 --preset cpu \
+        --out runs/cpu_v1 --minutes 55 [--resume]
+
+Writes into --out: train.log (one line per logged step + validations),
+metrics.jsonl (machine-readable), last.pt (model checkpoint, the format of
+`model.checkpoint`), train_state.pt (optimizer, step, RNG, elapsed time; for
+--resume) and best.pt (the checkpoint with the best validation F-1 at 1 cm).
+The same command runs on a GPU (--device cuda or auto) without changes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+from zerograsp_ros.data.dataset import SceneRecord, ShardDataset
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from zerograsp_ros.model.config import preset
+from zerograsp_ros.model.inference import resolve_device
+from zerograsp_ros.model.network import ZeroGraspNet, training_step
+
+
+class Logger:
+    def __init__(self, out: Path):
+        self.text = open(out / 'train.log', 'a', buffering=1)
+        self.jsonl = open(out / 'metrics.jsonl', 'a', buffering=1)
+
+    def line(self, msg: str) -> None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S')
+        self.text.write(f'[{stamp}] {msg}\n')
+
+    def metrics(self, kind: str, step: int, values: dict) -> None:
+        self.jsonl.write(json.dumps({'kind': kind, 'step': step, 'time': time.time(), **values})
+                         + '\n')
+
+
+def load_records(directory: Path, limit: int | None = None) -> list[SceneRecord]:
+    """Scene records that have at least one labelled object (kept compact in memory)."""
+    pool = RecordPool(directory, limit)
+    return pool.records
+
+
+class RecordPool:
+    """Training scenes in memory; `refresh` adds shards written since (train while generating)."""
+
+    def __init__(self, directory: Path, limit: int | None = None):
+        self.directory, self.limit = Path(directory), limit
+        self.records: list[SceneRecord] = []
+        self._loaded: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Load complete shards not seen yet; returns how many scenes were added."""
+        before = len(self.records)
+        ds = ShardDataset(self.directory)
+        for i in range(len(ds)):
+            if self.limit is not None and len(self.records) >= self.limit:
+                break
+            si, _ = ds._index[i]
+            name = ds.shards[si].name
+            if name in self._loaded:
+                continue
+            rec = ds.record(i)
+            if rec.labelled_ids():
+                self.records.append(rec)
+            if i + 1 == len(ds) or ds._index[i + 1][0] != si:
+                self._loaded.add(name)
+        return len(self.records) - before
+
+
+def set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def learning_rate(step: int, base: float, warmup: int, halve_every: int) -> float:
+    """Linear warm-up, then halved every `halve_every` steps (paper schedule)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 ** ((step - warmup) // max(halve_every, 1))
+
+
+def validate(model: ZeroGraspNet, records: list[SceneRecord], device, max_objects: int) -> dict:
+    """Reconstruction metrics of the predictor on validation scenes (eval mode)."""
+    from zerograsp_ros.model.inference import ZeroGraspPredictor
+    from zerograsp_ros.training.evaluate import reconstruction_metrics
+
+    predictor = ZeroGraspPredictor(model, model.config, device)
+    rows = []
+    for rec in records:
+        pred = predictor.predict(rec.frame(), object_ids=rec.labelled_ids(), with_mesh=False)
+        by_id = {o.object_id: o for o in pred.objects}
+        for oid in rec.labelled_ids():
+            gt = rec.target(oid, with_grasps=False, sensor_frame=True)
+            o = by_id.get(oid)
+            if o is None or len(o.points) == 0:
+                continue
+            rows.append(reconstruction_metrics(o.points, o.normals, gt.surface_points,
+                                               gt.surface_normals))
+            if len(rows) >= max_objects:
+                break
+    model.train()
+    if not rows:
+        return {'val_objects': 0}
+    return {'val_objects': len(rows),
+            'val_cd_mm': float(np.mean([r['cd_mm'] for r in rows])),
+            'val_f1': float(np.mean([r['f1'] for r in rows])),
+            'val_nc': float(np.mean([r['nc'] for r in rows]))}
+
+
+def train(args) -> dict:
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Logger(out)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = preset(args.preset).replace(seed=args.seed)
+    data = Path(args.data)
+    train_pool = RecordPool(data / 'train', args.max_train_scenes)
+    train_recs = train_pool.records
+    val_recs = load_records(data / 'val', args.val_scenes) if (data / 'val').is_dir() else []
+    if not train_recs:
+        raise InputError(f'no labelled training scenes under {data / "train"}')
+    state_path, last_path, best_path = out / 'train_state.pt', out / 'last.pt', out / 'best.pt'
+    step, elapsed, best_f1 = 0, 0.0, -1.0
+    set_seeds(args.seed)
+    if args.resume and last_path.is_file() and state_path.is_file():
+        model, config, _ = load_checkpoint(last_path, device=device)
+        state = torch.load(state_path, map_location='cpu', weights_only=False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
+        optimizer.load_state_dict(state['optimizer'])
+        step, elapsed, best_f1 = state['step'], state['elapsed'], state.get('best_f1', -1.0)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state['rng']
+        torch.set_rng_state(state['torch_rng'])
+        log.line(f'resumed at step {step} ({elapsed / 60:.1f} min trained)')
+    else:
+        model = ZeroGraspNet(config).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
+        rng = np.random.default_rng(args.seed)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    log.line(f'start: preset {config.name}, {n_params / 1e6:.2f} M parameters, device {device}, '
+             f'{len(train_recs)} train / {len(val_recs)} val scenes, batch {args.batch}, '
+             f'command: {" ".join(sys.argv)}')
+    budget_s = args.minutes * 60.0 if args.minutes else math.inf
+    max_steps = args.steps if args.steps else sys.maxsize
+    t_start = time.time() - elapsed
+    last_ckpt = last_val = last_scan = time.time()
+    bar = tqdm(total=None if max_steps == sys.maxsize else max_steps, initial=step,
+               unit='step', file=sys.stdout, disable=args.quiet)
+    running: dict[str, float] = {}
+    n_run = 0
+
+    def save(tag: Path):
+        extra = {'step': step, 'train_minutes': round((time.time() - t_start) / 60, 2),
+                 'data': str(data), 'seed': args.seed, 'command': ' '.join(sys.argv)}
+        save_checkpoint(tag, model, config, extra)
+
+    def save_state():
+        save(last_path)
+        torch.save({'optimizer': optimizer.state_dict(), 'step': step,
+                    'elapsed': time.time() - t_start, 'best_f1': best_f1,
+                    'rng': rng.bit_generator.state, 'torch_rng': torch.get_rng_state()},
+                   state_path.with_name(state_path.name + '.tmp'))
+        os.replace(state_path.with_name(state_path.name + '.tmp'), state_path)
+
+    while step < max_steps and time.time() - t_start < budget_s:
+        lr = learning_rate(step, args.lr, args.warmup, args.halve_every)
+        for g in optimizer.param_groups:
+            g['lr'] = lr
+        batch_idx = rng.choice(len(train_recs), size=min(args.batch, len(train_recs)),
+                               replace=False)
+        batch = [train_recs[i].sample(sensor_frame=True) for i in batch_idx]
+        try:
+            loss, terms = training_step(model, batch, step, device)
+        except InputError as exc:   # e.g. no object with enough valid depth: skip the batch
+            log.line(f'step {step}: skipped batch {batch_idx.tolist()}: {exc}')
+            step += 1
+            continue
+        if not torch.isfinite(loss):
+            log.line(f'step {step}: non-finite loss {float(loss)}; batch skipped')
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
+        optimizer.step()
+        step += 1
+        vals = {k: float(v) for k, v in terms.items()}
+        vals.update(loss=float(loss.detach()), lr=lr, grad_norm=grad_norm)
+        for k, v in vals.items():
+            running[k] = running.get(k, 0.0) + v
+        n_run += 1
+        bar.update(1)
+        bar.set_postfix(loss=f'{vals["loss"]:.3f}')
+        if step % args.log_every == 0:
+            mean = {k: v / n_run for k, v in running.items()}
+            log.metrics('train', step, mean)
+            log.line(f'step {step} ' + ' '.join(f'{k}={v:.4g}' for k, v in sorted(mean.items())))
+            running, n_run = {}, 0
+        now = time.time()
+        if args.rescan_every_min and now - last_scan > args.rescan_every_min * 60:
+            added = train_pool.refresh()
+            if added:
+                log.line(f'step {step}: {added} new training scenes, {len(train_recs)} in all')
+            last_scan = time.time()
+        if val_recs and now - last_val > args.val_every_min * 60:
+            v = validate(model, val_recs, device, args.val_objects)
+            log.metrics('val', step, v)
+            log.line(f'validation at step {step}: {v}')
+            if v.get('val_f1', -1.0) > best_f1:
+                best_f1 = v['val_f1']
+                save(best_path)
+                log.line(f'new best val F-1 {best_f1:.4f} -> {best_path}')
+            last_val = time.time()
+        if now - last_ckpt > args.ckpt_every_min * 60:
+            save_state()
+            last_ckpt = time.time()
+    bar.close()
+    save_state()
+    summary = {'step': step, 'train_minutes': round((time.time() - t_start) / 60, 2)}
+    if val_recs:
+        v = validate(model, val_recs, device, args.val_objects)
+        log.metrics('val', step, v)
+        log.line(f'final validation at step {step}: {v}')
+        if v.get('val_f1', -1.0) > best_f1:
+            best_f1 = v['val_f1']
+            save(best_path)
+        summary.update(v)
+        save_state()
+    summary.update(best_val_f1=best_f1, machine=f'{platform.platform()} ({os.cpu_count()} cpus)')
+    log.line(f'done: {summary}')
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description='Train ZeroGraspNet on generated shards.')
+    ap.add_argument('--data', required=True, help='data set root holding train/ (and val/)')
+    ap.add_argument('--preset', default='cpu', choices=('cpu', 'paper'))
+    ap.add_argument('--out', required=True, help='run directory, e.g. runs/cpu_v1')
+    ap.add_argument('--steps', type=int, default=0, help='stop after this many steps')
+    ap.add_argument('--minutes', type=float, default=0.0, help='stop after this much time')
+    ap.add_argument('--resume', action='store_true', help='continue from <out>/last.pt')
+    ap.add_argument('--batch', type=int, default=2)
+    ap.add_argument('--lr', type=float, default=1e-3)
+    ap.add_argument('--wd', type=float, default=0.05)
+    ap.add_argument('--warmup', type=int, default=50)
+    ap.add_argument('--halve-every', type=int, default=5000)
+    ap.add_argument('--clip', type=float, default=5.0)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--device', default='auto')
+    ap.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
+    ap.add_argument('--max-train-scenes', type=int, default=None)
+    ap.add_argument('--val-scenes', type=int, default=8)
+    ap.add_argument('--val-objects', type=int, default=40)
+    ap.add_argument('--val-every-min', type=float, default=10.0)
+    ap.add_argument('--ckpt-every-min', type=float, default=5.0)
+    ap.add_argument('--log-every', type=int, default=10)
+    ap.add_argument('--rescan-every-min', type=float, default=0.0,
+                    help='reload new training shards this often (train while generating)')
+    ap.add_argument('--quiet', action='store_true', help='no progress bar')
+    return ap
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if not args.steps and not args.minutes:
+        raise SystemExit('give --steps or --minutes')
+    summary = train(args)
+    print(json.dumps(summary))
+
+
+if __name__ == '__main__':
+    main()
