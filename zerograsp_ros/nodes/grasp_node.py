@@ -178,11 +178,10 @@ class GraspNode(Node):
 
     def _on_predict(self, request, response):
         start = time.perf_counter()
+        watch = Stopwatch()
         try:
             frame_msg, masks_msg = self._select_inputs(request)
-            self._predict(frame_msg, masks_msg, request, response)
-            response.stage_names.append('total')
-            response.stage_seconds.append(float(time.perf_counter() - start))
+            self._predict(frame_msg, masks_msg, request, response, watch)
         except (InputError, RefinementUnavailable) as exc:
             response.success = False
             response.message = str(exc)
@@ -191,13 +190,18 @@ class GraspNode(Node):
             response.success = False
             response.message = f'internal error: {type(exc).__name__}: {exc}'
             self.get_logger().error(f'predict_grasps crashed:\n{traceback.format_exc()}')
+        # Stage times also on failure: where the time went is useful either way.
+        watch.times['total'] = time.perf_counter() - start
+        response.stage_names = list(watch.times)
+        response.stage_seconds = [float(v) for v in watch.times.values()]
         return response
 
-    def _predict(self, frame_msg, masks_msg, request, response):
-        frame = rgbd_msg_to_frame(frame_msg)
-        labels = masks_msg_to_labels(masks_msg, frame.shape) if masks_msg is not None else None
+    def _predict(self, frame_msg, masks_msg, request, response, watch):
+        with watch.stage('message_decoding'):
+            frame = rgbd_msg_to_frame(frame_msg)
+            labels = masks_msg_to_labels(masks_msg, frame.shape) \
+                if masks_msg is not None else None
         k = int(request.max_grasps) or self.max_grasps
-        watch = Stopwatch()
         labelled, _, warnings = self.pipeline.prepare(frame, labels, watch, need_plane=False)
         prediction = self.pipeline.predict(labelled, watch)
         warnings += [str(w) for w in prediction.warnings]
@@ -209,9 +213,8 @@ class GraspNode(Node):
         summary = ''
         if request.refine:
             try:
-                t0 = time.perf_counter()
-                refined = self._refine(grasps, prediction.objects, frame_msg, k)
-                watch.times['refinement'] = time.perf_counter() - t0
+                with watch.stage('refinement'):
+                    refined = self._refine(grasps, prediction.objects, frame_msg, k)
                 grasps_msg = grasps_to_msg(finite_top_k(msg_to_grasps(refined.grasps), k),
                                            header)
                 counts = dict(zip(refined.rejection_reasons, refined.rejection_counts))
@@ -237,9 +240,6 @@ class GraspNode(Node):
         response.grasps = grasps_msg
         if request.return_reconstruction:
             response.reconstruction = scene_to_msg(prediction.objects, header)
-        for name, seconds in watch.times.items():
-            response.stage_names.append(name)
-            response.stage_seconds.append(float(seconds))
         if self.publish_results:
             with self.lock:
                 self.pending_publish = (grasps_msg, prediction.objects, header,
@@ -300,7 +300,7 @@ class GraspNode(Node):
         request.allow_unrefined = True
         response = PredictGrasps.Response()
         try:
-            self._predict(frame_msg, masks_msg, request, response)
+            self._predict(frame_msg, masks_msg, request, response, Stopwatch())
         except (InputError, RefinementUnavailable) as exc:
             self.get_logger().warn(f'continuous prediction: {exc}', throttle_duration_sec=5.0)
 
