@@ -190,6 +190,9 @@ class GraspNode(Node):
             response.success = False
             response.message = f'internal error: {type(exc).__name__}: {exc}'
             self.get_logger().error(f'predict_grasps crashed:\n{traceback.format_exc()}')
+        if not response.success:  # nothing half-filled goes back with a failure
+            response.grasps = GraspArray()
+            response.reconstruction = SceneReconstruction()
         # Stage times also on failure: where the time went is useful either way.
         watch.times['total'] = time.perf_counter() - start
         response.stage_names = list(watch.times)
