@@ -136,9 +136,11 @@ def _cluster(points: np.ndarray, cfg: TabletopConfig) -> np.ndarray:
     """DBSCAN cluster index per point (-1 = noise), run on a voxel grid for speed."""
     import open3d as o3d
 
-    keys = np.floor(points / cfg.cluster_voxel).astype(np.int64)
-    _, first, inverse, counts = np.unique(keys, axis=0, return_index=True,
-                                          return_inverse=True, return_counts=True)
+    cells = np.floor(points / cfg.cluster_voxel).astype(np.int64)
+    cells -= cells.min(0)
+    span = cells.max(0) + 1
+    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]  # 1-D: fast unique
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     centres = np.zeros((len(counts), 3))
     np.add.at(centres, inverse, points)
