@@ -19,9 +19,11 @@ of a generated scene, z up, table top at `table_z`).
   angles and the 4 depth bins. Each candidate is judged by `judge_grasps`:
   2F-85-like gripper boxes (two fingers, palm, approach clearance) against
   points sampled densely on every scene mesh plus the table plane, contacts =
-  the object points nearest to each finger inside the closing region, and
-  antipodal force closure: the lowest friction coefficient mu at which the
-  contact line lies inside both friction cones (ZeroGrasp section 4.2).
+  the object points nearest to each finger inside the closing region (normals
+  averaged over the points within 2 mm that face that pad), and antipodal force closure: the lowest
+  friction coefficient mu at which the contact line lies inside both friction
+  cones (ZeroGrasp section 4.2). Parallel pads squeeze along the closing
+  axis, so that axis is the contact line.
   The same function scores predicted grasps in the evaluation, so labels and
   precision use one judge.
 """
@@ -45,23 +47,33 @@ from zerograsp_ros.grasp.representation import (
 
 FRICTION_COEFFICIENTS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)
 NO_FORCE_CLOSURE = np.inf  # mu_min of a grasp that is not force-closure at any mu
+PATCH_BAND_M = 0.002       # points this close to a finger's first contact form its contact patch
 
 
 @dataclass(frozen=True)
 class GripperBoxes:
-    """A Robotiq 2F-85-like parallel gripper as boxes in the grasp frame (metres).
+    """A parallel gripper as boxes in the grasp frame (metres); defaults = Robotiq 2F-85.
 
     x = approach, y = closing, z = height. Fingertips end at x = depth; the
     fingers reach back `finger_length`, then the palm, then a clearance box
-    for the wrist/approach path.
+    for the wrist/approach path. Same box model and numbers as
+    `grasp.gripper.gripper_preset('robotiq_2f85')` (see `from_model`), so labels,
+    evaluation and refinement judge grasps with one gripper.
     """
 
     max_width: float = 0.085       # 2F-85 stroke
-    finger_length: float = 0.06    # GraspNet-style finger; covers the 2F-85 pad + distal link
-    finger_width: float = 0.01
+    finger_length: float = 0.055
+    finger_width: float = 0.012    # finger thickness along the closing axis
     height: float = 0.022          # 2F-85 pads are about 22 mm wide
     palm_depth: float = 0.02
     clearance_depth: float = 0.05  # approach path behind the palm must be free
+
+    @classmethod
+    def from_model(cls, model) -> 'GripperBoxes':
+        """From a `grasp.gripper.GripperModel` (e.g. gripper_preset('robotiq_2f85'))."""
+        return cls(max_width=model.max_stroke, finger_length=model.finger_length,
+                   finger_width=model.finger_thickness, height=model.finger_width,
+                   palm_depth=model.palm_depth, clearance_depth=model.approach_clearance)
 
     def boxes(self, width: np.ndarray, depth: np.ndarray) -> np.ndarray:
         """(N, 4, 2, 3) min/max corners of left finger, right finger, palm, clearance."""
@@ -324,6 +336,20 @@ def _first_per_group(group: np.ndarray, key: np.ndarray, count: int) -> np.ndarr
     return out
 
 
+def _group_mean(group: np.ndarray, values: np.ndarray, member: np.ndarray,
+                count: int) -> np.ndarray:
+    """Mean of values (n, 3) over member rows per group, (count, 3)."""
+    w = member.astype(np.float64)
+    n = np.bincount(group, weights=w, minlength=count)
+    sums = np.stack([np.bincount(group, weights=w * values[:, c], minlength=count)
+                     for c in range(values.shape[1])], axis=1)
+    return sums / np.maximum(n, 1.0)[:, None]
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-9, None)
+
+
 def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.ndarray,
                  geometry: SceneGeometry, gripper: GripperBoxes,
                  widths: np.ndarray | None = None, width_margin: float = 0.005,
@@ -367,7 +393,7 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
         near = _near(pts, tc, r_contact)
         ki, mi, x, y = _slab(pts[near], Rc, tc, half_h, gripper.max_width / 2.0,
                              (dc.min() - gripper.finger_length, dc.max()))
-        cp, cn, co = pts[near][mi], nrm[near][mi], obj_of[near][mi]
+        cn, co = nrm[near][mi], obj_of[near][mi]
         near_o = _near(geometry.obstacle_points, tc, r_obstacle)
         oki, _, ox, oy = _slab(geometry.obstacle_points[near_o], Rc, tc, half_h,
                                gripper.max_width / 2.0 + gripper.finger_width,
@@ -389,7 +415,19 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
             width = (np.full(kc, gripper.max_width) if given is None else given[sl, col].copy())
             ok = ~empty
             if ok.any():
-                mu[ok] = _mu_from_contacts(cp[il[ok]], cp[ir[ok]], cn[il[ok]], cn[ir[ok]])
+                # contact = the patch each pad touches (points within a small band of the
+                # extreme y), so a flat face gives a clean contact line and normal
+                y_l, y_r = np.where(ok, y[il], 0.0), np.where(ok, y[ir], 0.0)
+                band = np.minimum(PATCH_BAND_M, (y_l - y_r) / 4.0)
+                g = ki[sel]
+                closing = Rc[:, :, 1]
+                facing = (cn[sel] * closing[g]).sum(1)   # > 0: faces the left pad
+                in_l = (y[sel] >= (y_l - band)[g]) & (facing > 0.0)
+                in_r = (y[sel] <= (y_r + band)[g]) & (facing < 0.0)
+                nl, nr = _group_mean(g, cn[sel], in_l, kc), _group_mean(g, cn[sel], in_r, kc)
+                # parallel pads push along the closing axis: that is the contact line
+                mu[ok] = _mu_from_contacts(closing[ok], 0.0 * closing[ok], _unit_rows(nl[ok]),
+                                           _unit_rows(nr[ok]))
                 same = co[il[ok]] == co[ir[ok]]
                 single = il[ok] == ir[ok]  # one point cannot be squeezed from both sides
                 mu[ok] = np.where(same & ~single, mu[ok], NO_FORCE_CLOSURE)
