@@ -197,6 +197,13 @@ def test_capture_sees_the_scene_from_the_configured_camera(cell):
     np.testing.assert_allclose(frame.meta['T_world_camera'],
                                cell.T_world_base @ cell.T_base_camera, atol=1e-9)
     assert frame.frame_id == 'camera_color_optical_frame'
+    # A reset with the same seed replays the same scene and the same noisy frame.
+    cell.reset(seed=2, num_objects=3, layout='packed', split='test')
+    again = cell.capture()
+    np.testing.assert_array_equal(again.labels, frame.labels)
+    np.testing.assert_array_equal(np.isnan(again.depth), np.isnan(frame.depth))
+    np.testing.assert_allclose(again.depth[np.isfinite(again.depth)],
+                               frame.depth[np.isfinite(frame.depth)])
 
 
 # ----------------------------------------------------------------------------- baselines
