@@ -153,11 +153,12 @@ def shard_is_complete(path: Path, expected_scenes: int) -> bool:
 
 
 def _write_shard(job) -> tuple[int, int, float]:
-    out, split, seed, shard, first, count, config = job
+    out, split, seed, shard, first, count, config, num_objects = job
     t0 = time.perf_counter()
     arrays = {'schema_version': np.array(SCHEMA_VERSION), 'num_scenes': np.array(count)}
     for s in range(count):
-        rec = generate_scene_record(scene_seed(seed, split, first + s), split, config)
+        rec = generate_scene_record(scene_seed(seed, split, first + s), split, config,
+                                    num_objects)
         arrays.update({f's{s}_{k}': v for k, v in rec.items()})
     path = shard_path(out, split, shard)
     tmp = path.with_name(path.stem + f'.tmp{os.getpid()}.npz')
@@ -168,8 +169,12 @@ def _write_shard(job) -> tuple[int, int, float]:
 
 def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers: int = 1,
                    scenes_per_shard: int = 4, config: LabelConfig | None = None,
-                   progress: bool = True, command: str | None = None) -> dict:
-    """Generate (or finish) `scenes` scenes of a split; returns the manifest."""
+                   progress: bool = True, command: str | None = None,
+                   num_objects: int | None = None) -> dict:
+    """Generate (or finish) `scenes` scenes of a split; returns the manifest.
+
+    num_objects fixes the object count (default: drawn from OBJECTS_PER_SCENE).
+    """
     from tqdm import tqdm
 
     if scenes <= 0:
@@ -185,7 +190,7 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         if shard_is_complete(shard_path(out, split, shard), count):
             done.append(shard)
         else:
-            jobs.append((out, split, seed, shard, first, count, config))
+            jobs.append((out, split, seed, shard, first, count, config, num_objects))
     t0 = time.perf_counter()
     bar = tqdm(total=scenes, initial=scenes - sum(j[5] for j in jobs), unit='scene',
                desc=f'{split} scenes', disable=not progress, file=sys.stdout)
@@ -206,7 +211,8 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         'scenes_per_shard': scenes_per_shard,
         'shards': [shard_path(out, split, s).name for s in range(n_shards)],
         'label_config': _jsonable(asdict(config)),
-        'generator': {'objects_per_scene': OBJECTS_PER_SCENE, 'packed_fraction': PACKED_FRACTION,
+        'generator': {'objects_per_scene': num_objects or OBJECTS_PER_SCENE,
+                      'packed_fraction': PACKED_FRACTION,
                       'camera_distance_m': CAMERA_DISTANCE_M,
                       'camera_elevation_deg': CAMERA_ELEVATION_DEG,
                       'look_at_jitter_m': LOOK_AT_JITTER_M,
@@ -240,6 +246,8 @@ def main(argv=None) -> None:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--workers', type=int, default=1)
     ap.add_argument('--scenes-per-shard', type=int, default=4)
+    ap.add_argument('--objects', type=int, default=None,
+                    help='objects per scene (default: random in 1..10)')
     ap.add_argument('--grasp-points', type=int, default=LabelConfig.grasp_points,
                     help='labelled grasp points per object')
     args = ap.parse_args(argv)
@@ -247,7 +255,7 @@ def main(argv=None) -> None:
     cmd = 'python -m zerograsp_ros.data.generate ' + ' '.join(sys.argv[1:] if argv is None
                                                             else argv)
     m = generate_split(args.out, args.split, args.scenes, args.seed, args.workers,
-                       args.scenes_per_shard, config, command=cmd)
+                       args.scenes_per_shard, config, command=cmd, num_objects=args.objects)
     print(f"{args.split}: {m['scenes']} scenes in {len(m['shards'])} shards at "
           f"{Path(args.out) / args.split} ({m['seconds_this_run']} s this run)")
 

@@ -12,8 +12,9 @@ directions' |n . n_nearest|. Methods on the same objects:
   * model: the checkpoint's surface points and normals;
   * visible: the object's own observed depth points (no completion), normals
     estimated from the points (Open3D, oriented to the camera);
-  * mirror: visible points plus their copy rotated 180 deg about the vertical
-    (table normal) axis through the visible centroid (a symmetry heuristic).
+  * mirror: visible points plus their copy rotated 180 deg about a vertical
+    (table normal) axis placed half the visible width behind the visible
+    front (a rotational-symmetry heuristic, see `mirror_completion`).
 Grasps: the model's grasps per scene, sorted by score, judged by the same
 check that labels the data (`labels.judge_grasps`: 2F-85-like gripper boxes
 against every scene mesh + the table, antipodal force closure). Precision@k
@@ -88,12 +89,34 @@ def visible_points(record: SceneRecord, object_id: int) -> tuple[np.ndarray, np.
     return pts, np.asarray(pc.normals)
 
 
-def mirror_completion(points: np.ndarray, normals: np.ndarray, up: np.ndarray):
-    """Visible points plus their 180-degree copy about the vertical axis through the centroid."""
+def mirror_completion(points: np.ndarray, normals: np.ndarray, up: np.ndarray,
+                      view_dir=(0.0, 0.0, 1.0)):
+    """Visible points plus their copy turned 180 deg about a vertical axis.
+
+    The axis is placed, in the horizontal plane, at the middle of the visible
+    width across the view and half that width behind the nearest visible
+    point (the visible centroid would sit in front of the true centre).
+    """
+    up = np.asarray(up, dtype=np.float64)
     up = up / np.linalg.norm(up)
-    c = points.mean(0)
-    rel = points - c
-    mirrored = c + 2.0 * (rel @ up)[:, None] * up - rel
+    h = np.asarray(view_dir, dtype=np.float64)
+    h = h - (h @ up) * up
+    if np.linalg.norm(h) < 1e-6:   # looking straight down: axis through the horizontal bbox
+        h = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+        h /= np.linalg.norm(h)
+        lateral = np.cross(up, h)
+        lo_h, hi_h = np.percentile(points @ h, [2, 98])
+        lo, hi = np.percentile(points @ lateral, [2, 98])
+        centre = 0.5 * (lo + hi) * lateral + 0.5 * (lo_h + hi_h) * h
+    else:
+        h = h / np.linalg.norm(h)
+        lateral = np.cross(up, h)
+        lo, hi = np.percentile(points @ lateral, [2, 98])
+        front = np.percentile(points @ h, 2)
+        centre = 0.5 * (lo + hi) * lateral + (front + 0.5 * (hi - lo)) * h
+    rel = points - centre
+    rel_h = rel - (rel @ up)[:, None] * up
+    mirrored = points - 2.0 * rel_h
     mirrored_n = 2.0 * (normals @ up)[:, None] * up - normals
     return np.concatenate([points, mirrored]), np.concatenate([normals, mirrored_n])
 
@@ -149,7 +172,7 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
             outputs = {}
             if len(vis_p) >= 3:
                 outputs['visible'] = (vis_p, vis_n)
-                outputs['mirror'] = mirror_completion(vis_p, vis_n, up_cam)
+                outputs['mirror'] = mirror_completion(vis_p, vis_n, up_cam, vis_p.mean(0))
             o = by_id.get(oid)
             if o is not None and len(o.points):
                 outputs['model'] = (o.points, o.normals)

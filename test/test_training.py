@@ -1,0 +1,117 @@
+"""Training, evaluation and the shipped checkpoint, end to end on real (tiny) data."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.training.evaluate import mirror_completion, reconstruction_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / 'checkpoints' / 'zerograsp_cpu.pt'
+SAMPLE = REPO / 'samples' / 'tabletop'
+
+
+def _sphere(n, rng, radius=0.03):
+    v = rng.normal(size=(n, 3))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v * radius, v
+
+
+def test_reconstruction_metrics_on_known_sets():
+    rng = np.random.default_rng(0)
+    p, n = _sphere(3000, rng)
+    same = reconstruction_metrics(p, n, p, n)
+    assert same['cd_mm'] == pytest.approx(0.0, abs=1e-9)
+    assert same['f1'] == 1.0 and same['nc'] == pytest.approx(1.0)
+    shifted = reconstruction_metrics(p + [0.02, 0.0, 0.0], n, p, n)
+    assert shifted['f1'] < 0.5
+    assert 5.0 < shifted['cd_mm'] < 20.0 + 1e-6   # nearest neighbours are at most 2 cm away
+    flipped = reconstruction_metrics(p, -n, p, n)
+    assert flipped['nc'] == pytest.approx(1.0)    # orientation-free consistency
+    with pytest.raises(InputError):
+        reconstruction_metrics(np.zeros((0, 3)), np.zeros((0, 3)), p, n)
+
+
+def test_mirror_completion_completes_a_symmetric_object():
+    rng = np.random.default_rng(1)
+    p, n = _sphere(4000, rng)
+    p = p * [1.0, 1.0, 2.0] + [0.1, 0.2, 0.0]      # an upright ellipsoid off the origin
+    visible = p[:, 0] < 0.1                         # a camera looking along +x sees this half
+    up = np.array([0.0, 0.0, 1.0])
+    mp, mn = mirror_completion(p[visible], n[visible], up, view_dir=(1.0, 0.0, -0.3))
+    half = reconstruction_metrics(p[visible], n[visible], p, n)
+    full = reconstruction_metrics(mp, mn, p, n)
+    assert full['recall'] > half['recall'] + 0.2
+    assert full['cd_mm'] < 0.5 * half['cd_mm']
+    # straight down view: the axis goes through the middle of the horizontal extent
+    top = p[:, 2] > 0.0
+    mp, _ = mirror_completion(p[top], n[top], up, view_dir=(0.0, 0.0, -1.0))
+    assert np.allclose(np.median(mp[:, :2], axis=0), [0.1, 0.2], atol=0.005)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    from zerograsp_ros.data.generate import generate_split
+    from zerograsp_ros.data.labels import LabelConfig
+    root = tmp_path_factory.mktemp('data')
+    cfg = LabelConfig(grasp_points=4, view_stride=30, angle_stride=4)
+    for split in ('train', 'val'):
+        generate_split(root, split, 1, seed=11, workers=1, config=cfg, progress=False,
+                       num_objects=2)
+    return root
+
+
+def test_tiny_generate_train_resume_evaluate(tiny_data, tmp_path):
+    from zerograsp_ros.training.evaluate import evaluate, write_results
+    from zerograsp_ros.training.train import build_parser, train
+    run = tmp_path / 'run'
+    args = build_parser().parse_args(['--data', str(tiny_data), '--out', str(run), '--steps', '2',
+                                      '--val-scenes', '1', '--quiet', '--log-every', '1'])
+    summary = train(args)
+    assert summary['step'] == 2
+    for name in ('last.pt', 'train_state.pt', 'train.log', 'metrics.jsonl'):
+        assert (run / name).is_file(), name
+    losses = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
+    assert all(np.isfinite(r['loss']) for r in losses if r['kind'] == 'train')
+    # resume continues the step count instead of starting over
+    args = build_parser().parse_args(['--data', str(tiny_data), '--out', str(run), '--steps', '3',
+                                      '--val-scenes', '1', '--quiet', '--resume'])
+    assert train(args)['step'] == 3
+    assert 'resumed at step 2' in (run / 'train.log').read_text()
+
+    result = evaluate(str(run / 'last.pt'), str(tiny_data / 'val'), progress=False)
+    assert result['objects_total'] >= 1
+    vis = result['reconstruction']['visible']
+    assert 0.0 <= vis['f1'] <= 1.0 and vis['cd_mm'] > 0
+    out = write_results(result, tmp_path / 'eval.json', 'test')
+    saved = json.loads(out.read_text())
+    assert {'machine', 'date', 'command', 'reconstruction'} <= set(saved)
+    assert out.with_suffix('.png').is_file()
+
+
+def test_training_refuses_missing_data(tmp_path):
+    from zerograsp_ros.training.train import build_parser, train
+    args = build_parser().parse_args(['--data', str(tmp_path), '--out', str(tmp_path / 'r'),
+                                      '--steps', '1', '--quiet'])
+    with pytest.raises(InputError, match='does not exist|no shard'):
+        train(args)
+
+
+def test_shipped_checkpoint_reconstructs_and_grasps_the_sample_frame():
+    if not SHIPPED.is_file():
+        pytest.skip(f'{SHIPPED} not present (train and copy it; see checkpoints/MODEL_CARD.md)')
+    if not SAMPLE.is_dir():
+        pytest.skip(f'{SAMPLE} not present (written by `python -m zerograsp_ros.sim.scene`)')
+    from zerograsp_ros.geometry.rgbd import load_frame_dir
+    from zerograsp_ros.model.inference import ZeroGraspPredictor
+    assert SHIPPED.stat().st_size <= 50 * 2 ** 20
+    frame = load_frame_dir(SAMPLE)
+    pred = ZeroGraspPredictor.from_checkpoint(SHIPPED, device='cpu').predict(frame)
+    assert pred.objects, pred.warnings
+    assert sum(len(o.points) > 0 for o in pred.objects) >= len(pred.objects) // 2 + 1
+    for o in pred.objects:
+        assert np.isfinite(o.points).all() and np.isfinite(o.normals).all()
+    assert len(pred.grasps) > 0
+    assert pred.grasps.finite_mask().all()
