@@ -274,6 +274,34 @@ def test_benchmark_runs_end_to_end_on_a_tiny_size(tmp_path):
     assert out.with_suffix('.md').read_text().count('|') > 10
 
 
+def test_zerograsp_planners_run_on_a_random_init_checkpoint(cell, tmp_path):
+    # Weights are random: this checks the wiring (frames, labels, refinement calls).
+    torch = pytest.importorskip('torch')
+    from zerograsp_ros.errors import CheckpointError
+    from zerograsp_ros.model.checkpoint import save_checkpoint
+    from zerograsp_ros.model.config import preset
+    from zerograsp_ros.model.network import ZeroGraspNet
+    from zerograsp_ros.sim import benchmark as bm
+    with pytest.raises(CheckpointError, match='not found'):
+        bm.load_predictor(str(tmp_path / 'missing.pt'))
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'random.pt'
+    save_checkpoint(ckpt, ZeroGraspNet(preset('cpu')), preset('cpu'))
+    predictor = bm.load_predictor(str(ckpt))
+    cell.load_scene(_box_scene())
+    frame = cell.capture()
+    plane = bm.table_plane_in_camera(cell.T_world_camera)
+    sizes = {}
+    for m in bm.ZEROGRASP_METHODS:
+        grasps = bm.make_planner(m, predictor)(frame, plane, None)
+        assert grasps.finite_mask().all(), m
+        assert np.all(np.diff(grasps.scores) <= 1e-6), m
+        assert set(grasps.object_ids.tolist()) <= {1}, m
+        sizes[m] = len(grasps)
+    assert sizes['zerograsp_raw'] >= 1
+    assert sizes['zerograsp_full'] <= 50 and sizes['zerograsp_depth_cc'] <= 50
+
+
 # ----------------------------------------------------------------------------- ROS node
 
 @pytest.mark.ros
