@@ -486,6 +486,16 @@ def _raycast_scene(scene: Scene):
     return rc, np.array(geometry_to_label, dtype=np.int32)
 
 
+@lru_cache(maxsize=8)
+def _camera_rays(intrinsics: CameraIntrinsics) -> np.ndarray:
+    """(H, W, 3) camera-frame ray directions with z = 1, so t_hit is the z-depth."""
+    v, u = np.mgrid[0:intrinsics.height, 0:intrinsics.width].astype(np.float64)
+    dirs = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy,
+                     np.ones_like(u)], axis=-1).astype(np.float32)
+    dirs.setflags(write=False)
+    return dirs
+
+
 def render_rgbd(scene: Scene, intrinsics: CameraIntrinsics, T_world_camera: np.ndarray,
                 rng: np.random.Generator | None = None, noise: bool = True,
                 scale_noise: bool = True) -> RGBDFrame:
@@ -497,13 +507,9 @@ def render_rgbd(scene: Scene, intrinsics: CameraIntrinsics, T_world_camera: np.n
         raise InputError(f'T_world_camera must be a finite 4x4 matrix, got shape {T.shape}')
     rng = rng if rng is not None else np.random.default_rng(scene.seed)
     h, w = intrinsics.height, intrinsics.width
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
-    dirs_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy,
-                         np.ones_like(u)], axis=-1)
-    # Unnormalised directions with z = 1 in the camera frame make t_hit the z-depth.
-    dirs = dirs_cam @ T[:3, :3].T
-    origins = np.broadcast_to(T[:3, 3], dirs.shape)
-    rays = np.concatenate([origins, dirs], axis=-1).astype(np.float32)
+    dirs = _camera_rays(intrinsics) @ T[:3, :3].T.astype(np.float32)
+    origins = np.broadcast_to(T[:3, 3].astype(np.float32), dirs.shape)
+    rays = np.concatenate([origins, dirs], axis=-1)
     rc, geom_to_label = _raycast_scene(scene)
     out = rc.cast_rays(o3d.core.Tensor(rays))
     depth = out['t_hit'].numpy().astype(np.float32)
@@ -512,15 +518,15 @@ def render_rgbd(scene: Scene, intrinsics: CameraIntrinsics, T_world_camera: np.n
     labels = np.zeros((h, w), dtype=np.int32)
     labels[hit] = geom_to_label[gid[hit]]
     depth[~hit] = np.nan
-    normals = out['primitive_normals'].numpy().astype(np.float64)
+    normals = out['primitive_normals'].numpy()
     max_id = max([o.object_id for o in scene.objects], default=0)
-    colors = np.tile(TABLE_COLOR, (max_id + 1, 1))
+    colors = np.tile(TABLE_COLOR, (max_id + 1, 1)).astype(np.float32)
     for o in scene.objects:
         colors[o.object_id] = o.color
     base = colors[labels]
     # Light from above and slightly behind the camera; |n.l| since mesh winding may vary.
     light = np.array([0.3, 0.2, 1.0]) - 0.5 * T[:3, 2]
-    light /= np.linalg.norm(light)
+    light = (light / np.linalg.norm(light)).astype(np.float32)
     shade = 0.35 + 0.65 * np.abs(normals @ light)
     rgb = base * shade[..., None]
     rgb[~hit] = 0.2
