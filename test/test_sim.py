@@ -185,6 +185,10 @@ def test_cell_rejects_bad_requests_with_the_cause(cell):
         cell.gripper_command(0.2)
     with pytest.raises(InputError, match='no object with id'):
         cell.remove_object(99)
+    with pytest.raises(InputError, match='width'):
+        cell.execute_grasp(_top_down(0, 0, 0.1, [1, 0, 0]), width=float('nan'))
+    with pytest.raises(InputError, match='orthonormal'):
+        cell.execute_grasp(np.diag([2.0, 1.0, 1.0, 1.0]))
     ok, msg = cell.move_tcp(Tb @ _top_down(0, 0, 0.2, [1, 0, 0]), dry_run=True)
     assert ok, msg
 

@@ -523,6 +523,8 @@ class SimCell:
         T = _check_pose(T_world_grasp, 'T_world_grasp')
         if not np.isfinite(depth):
             raise InputError(f'grasp depth must be finite, got {depth}')
+        if width is not None and not (np.isfinite(width) and width > 0):
+            raise InputError(f'grasp width must be finite and positive, got {width}')
         approach = T[:3, 0]
         T_tcp = T.copy()
         T_tcp[:3, 3] = T[:3, 3] + depth * approach
