@@ -1,6 +1,8 @@
 """Grasp refinement: contacts, collision/emptiness, table and cone checks, NMS, bad input."""
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 import torch
@@ -403,6 +405,44 @@ def test_invalid_grasps_are_rejected_explicitly():
     assert np.isfinite(res.grasps.widths).all()
     with pytest.raises(InputError, match='5 of 6 grasps are invalid'):
         check_collisions(grasps, BOX, GRIPPER, RefinementConfig())
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), corrupt=st.lists(
+    st.sampled_from(['nan_rotation', 'inf_translation', 'negative_width', 'zero_width',
+                     'nan_depth', 'huge_depth', 'skew', 'nan_score']), max_size=6))
+def test_corrupted_grasps_never_crash_and_are_all_accounted_for(seed, corrupt):
+    grasps, points = random_scene(seed % 1000, num_grasps=40, num_points=500)
+    rng = np.random.default_rng(seed)
+    for kind in corrupt:
+        i = int(rng.integers(0, len(grasps)))
+        if kind == 'nan_rotation':
+            grasps.rotations[i, 0, 0] = np.nan
+        elif kind == 'inf_translation':
+            grasps.translations[i, 2] = np.inf
+        elif kind == 'negative_width':
+            grasps.widths[i] = -0.01
+        elif kind == 'zero_width':
+            grasps.widths[i] = 0.0
+        elif kind == 'nan_depth':
+            grasps.depths[i] = np.nan
+        elif kind == 'huge_depth':
+            grasps.depths[i] = 5.0
+        elif kind == 'skew':
+            grasps.rotations[i] *= 2.0
+        else:
+            grasps.scores[i] = np.nan
+    invalid = len({int(i) for i in np.flatnonzero(
+        ~grasps.finite_mask() | ~(grasps.widths > 0) | ~(grasps.depths >= 0)
+        | (grasps.depths > GRIPPER.finger_length)
+        | (np.abs(np.linalg.det(np.nan_to_num(grasps.rotations)) - 1) > 1e-3))})
+    res = refine_grasps(grasps, points, table_plane=[0, 0, 1, 0.0],
+                        config=RefinementConfig(collision_tolerance_points=20))
+    assert res.rejection_counts['invalid'] == invalid
+    assert sum(res.rejection_counts.values()) + len(res.grasps) == len(grasps)
+    for name in ('rotations', 'translations', 'widths', 'depths', 'scores'):
+        assert np.isfinite(getattr(res.grasps, name)).all()
+    assert np.all(res.grasps.widths > 0) and np.all(res.grasps.widths <= GRIPPER.max_stroke)
 
 
 def test_empty_grasp_set_is_not_an_error():
