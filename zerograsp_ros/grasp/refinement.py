@@ -43,10 +43,14 @@ A grasp is rejected for the first reason that applies, in this order (the keys o
    at `collision_voxel` (centroid per voxel; 0 disables it).
 8. ``empty`` (`use_collision_check`): fewer than `empty_min_points` obstacle points lie in
    the closing region.
-9. ``nms``: a better-scored survivor lies within `nms_distance` (TCP distance) and
-   `nms_angle_deg` (rotation angle, with the 180-degree flip about the approach treated
-   as the same grasp when `nms_symmetric`).
+9. ``nms``: greedy in score order: a grasp is dropped when a better-scored survivor lies
+   within `nms_distance` (TCP distance) and `nms_angle_deg` (rotation angle, with the
+   180-degree flip about the approach treated as the same grasp when `nms_symmetric`).
 10. ``top_k``: beyond `max_grasps` after sorting by score.
+
+Survivors keep their object ids; with `object_point_ids`, a grasp whose id is negative
+takes the id of the nearest object point. `RefinementResult.source_indices` maps each
+survivor back to its input row.
 
 Boundaries: a point exactly on a finger's inner face counts as gripper body, not as
 closing region. All pairwise work runs batched in torch (CPU or CUDA), in chunks of at most
