@@ -750,10 +750,10 @@ def ros(ros_domain):
     client = rclpy.create_node('execution_test_client', context=context)
     executor.add_node(client)
     yield SimpleNamespace(context=context, executor=executor, client=client)
-    executor.shutdown()
+    executor.shutdown(timeout_sec=10)
+    thread.join(timeout=10)
     client.destroy_node()
     rclpy.try_shutdown(context=context)
-    thread.join(timeout=5)
 
 
 def start_execution_node(ros, name, **params):
@@ -822,3 +822,87 @@ def test_ros_moveit_backend_without_moveit_fails_loudly(ros):
     finally:
         ros.executor.remove_node(node)
         node.destroy_node()
+
+
+def _spawn(args, name):
+    import os
+    from pathlib import Path
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([str(repo), env.get('PYTHONPATH', '')])
+    return subprocess.Popen([sys.executable, *args], cwd=repo, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _stop(proc):
+    import subprocess
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+# Measured over ROS (sim_cell_node + SHAF-like grasp server + execution node, 3 processes):
+# 5 of 8 first attempts lifted an object (seeds 0-7; the frame the server segments carries
+# fresh depth noise, so outcomes vary from run to run). With a second attempt per scene
+# (the clutter-removal rule: stop after 2 failures) a scene fails ~16 % of the time, so
+# >= 2 of 4 scenes fails by chance in ~1.4 % of runs.
+ROS_SEEDS = (0, 1, 2, 3)
+MIN_ROS_LIFTS = 2
+
+
+@pytest.mark.ros
+def test_ros_full_pick_lifts_objects_in_the_simulated_cell(ros):
+    """The full pick over DDS on the simulated cell.
+
+    sim_cell_node and a /predict_grasps server run in their own processes; the execution
+    node picks with its sim backend and the cell's gripper confirms the hold.
+    """
+    pytest.importorskip('pybullet')
+    from zerograsp_ros.srv import PickObject, SimGripper, SimResetScene
+    sim = _spawn(['-m', 'zerograsp_ros.nodes.sim_cell_node', '--ros-args', '-p',
+                  'publish_rate_hz:=2.0'], 'sim_cell_node')
+    server = _spawn(['test/support/baseline_grasp_server.py'], 'baseline_grasp_server')
+    node = None
+    try:
+        node = start_execution_node(ros, 'execution_sim_pick')
+        assert node.sequence is not None, node.setup_error
+        lifted, outcomes = 0, []
+        for seed in ROS_SEEDS:
+            reset = call(ros, SimResetScene, '/sim_cell/reset_scene',
+                         SimResetScene.Request(seed=seed))
+            assert reset.success, reset.message
+            for attempt in (1, 2):
+                res = call(ros, PickObject, '/pick', PickObject.Request(object_id=-1),
+                           timeout=180)
+                outcomes.append((seed, attempt, res.success, res.failed_stage, res.message))
+                if res.success:
+                    break
+                assert res.failed_stage in ('pre_grasp', 'approach', 'grasp', 'lift'), \
+                    res.message
+            if not res.success:
+                continue
+            assert res.executed_grasp_header.frame_id == 'panda_link0'
+            assert res.candidates_tried >= 1 and res.executed_grasp.object_id > 0
+            # Independently of the node: the cell's gripper still holds an object in the air.
+            grip = call(ros, SimGripper, '/sim_cell/gripper', SimGripper.Request(width=-1.0))
+            assert grip.success and grip.object_held and grip.held_object_id > 0
+            lifted += 1
+        print('pick outcomes (seed, attempt, success, stage, message):', *outcomes, sep='\n  ')
+        assert lifted >= MIN_ROS_LIFTS, outcomes
+        # A bad request against the live scene: an object id segmentation never produced.
+        res = call(ros, PickObject, '/pick', PickObject.Request(object_id=99), timeout=180)
+        assert res.failed_stage == 'request' and 'unknown object id 99' in res.message
+    finally:
+        if node is not None:
+            ros.executor.remove_node(node)
+            node.destroy_node()
+        for proc in (server, sim):
+            out = _stop(proc)
+            if proc.returncode not in (0, -15, 1) or 'Traceback' in out:
+                print(out[-3000:])

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from scipy.spatial import ConvexHull, cKDTree  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
@@ -45,7 +45,8 @@ class BaselineGraspServer:
         self.node = node
         self.lock = threading.Lock()
         self.color, self.depth, self.info = {}, {}, None
-        q = qos_profile_sensor_data
+        # Reliable, like the publisher: best-effort large images drop fragments under load.
+        q = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
         node.create_subscription(Image, f'{NS}/color/image_raw', self._on_color, q)
         node.create_subscription(Image, f'{NS}/aligned_depth_to_color/image_raw',
                                  self._on_depth, q)
@@ -64,7 +65,7 @@ class BaselineGraspServer:
     def _on_info(self, msg):
         self.info = msg
 
-    def fresh_frame(self, newer_than: float, timeout: float = 5.0) -> RGBDFrame:
+    def fresh_frame(self, newer_than: float, timeout: float = 15.0) -> RGBDFrame:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self.lock:

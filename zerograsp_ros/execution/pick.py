@@ -259,6 +259,9 @@ class PickSequence:
         self._report('planning_scene', True, f'{len(meshes)} object(s), target '
                      f'{names.get(target_id, "none")}')
 
+    def stages_so_far(self) -> list[StageReport]:
+        return list(self._reports)
+
     # ----------------------------------------------------------------- run
     def run(self, target: PickTarget) -> PickResult:
         self._reports, self._t0 = [], time.perf_counter()

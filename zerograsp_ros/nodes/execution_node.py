@@ -207,23 +207,35 @@ class ExecutionNode(Node):
             response.success, response.failed_stage = False, 'request'
             response.message = f'execution backend unavailable: {self.setup_error}'
             return response
-        note = ''
+        try:
+            result, note = self._pick(request)
+        except Exception as exc:  # never leave a caller without an answer
+            self.get_logger().error(f'pick aborted by an internal error: {exc!r}')
+            done = self.sequence.stages_so_far()
+            result = PickResult(False, f'internal error ({type(exc).__name__}: {exc}); '
+                                'nothing further was commanded',
+                                done[-1].stage if done else 'request')
+            note = ''
+        for stage in result.stages:
+            text = (f'[{stage.stage}] {"ok" if stage.ok else "FAILED"} ({stage.seconds:.2f} s): '
+                    f'{stage.message}')
+            if stage.ok:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
+        return self.fill_response(result, response, note)
+
+    def _pick(self, request) -> tuple[PickResult, str]:
         try:
             target, note = self._target(request)
         except InputError as exc:
-            result = PickResult(False, f'bad request: {exc}', 'request')
+            return PickResult(False, f'bad request: {exc}', 'request'), ''
         except ExecutionError as exc:
-            result = PickResult(False, str(exc), 'perception')
-        else:
-            if not request.use_explicit_grasp:
-                target.object_id = int(request.object_id)
-            target.dry_run = bool(request.dry_run)
-            result = self.sequence.run(target)
-        for stage in result.stages:
-            log = self.get_logger().info if stage.ok else self.get_logger().warning
-            log(f'[{stage.stage}] {"ok" if stage.ok else "FAILED"} ({stage.seconds:.2f} s): '
-                f'{stage.message}')
-        return self.fill_response(result, response, note)
+            return PickResult(False, str(exc), 'perception'), ''
+        if not request.use_explicit_grasp:
+            target.object_id = int(request.object_id)
+        target.dry_run = bool(request.dry_run)
+        return self.sequence.run(target), note
 
     def fill_response(self, result: PickResult, response, note: str = ''):
         response.success = bool(result.success)
