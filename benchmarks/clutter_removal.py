@@ -58,6 +58,11 @@ def main(argv=None) -> int:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'command': 'python ' + ' '.join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
         'wall_time_s': round(time.time() - start, 1),
+        # Sum of the per-round wall times of the default size (rounds < default, all
+        # methods run here), i.e. what `python benchmarks/clutter_removal.py` costs.
+        'default_size_wall_s_estimate': round(sum(
+            r.get('wall_s', 0.0) for rounds in run.rounds.values() for r in rounds
+            if r['scene_seed'] - 1000 * cfg.seed < bm.BenchmarkConfig.rounds), 1),
         'notes': ('Simulated cell (pybullet); held-out test objects; ZeroGrasp methods use '
                   'the rendered ground-truth instance labels and all methods the table plane '
                   'from the known extrinsics. Not comparable to the GIGA paper figures '

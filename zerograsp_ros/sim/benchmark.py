@@ -148,6 +148,18 @@ def checkpoint_fingerprint(checkpoint: str) -> str:
     return f'{p.name}:{st.st_size}:{int(st.st_mtime)}'
 
 
+def checkpoint_info(checkpoint: str) -> dict:
+    """Path, fingerprint and the checkpoint's own `extra` record (e.g. training step)."""
+    info = {'path': str(checkpoint), 'fingerprint': checkpoint_fingerprint(checkpoint)}
+    try:
+        import torch
+        extra = torch.load(checkpoint, map_location='cpu', weights_only=True).get('extra', {})
+        info['extra'] = json.loads(json.dumps(extra, default=str))
+    except Exception as exc:  # informative only: never fail the benchmark on it
+        info['extra_error'] = str(exc)
+    return info
+
+
 def load_predictor(checkpoint: str):
     """ZeroGraspPredictor from a checkpoint; CheckpointError naming why it is unavailable."""
     path = Path(checkpoint)
@@ -186,6 +198,7 @@ def run_round(cell, planner: Planner, scene_seed: int, layout: str, num_objects:
               split: str, rng: np.random.Generator, max_consecutive_failures: int = 2,
               max_attempts: int = 12) -> dict:
     """One clutter-removal round; returns its attempts and counts."""
+    round_start = time.perf_counter()
     ids = cell.reset(seed=scene_seed, num_objects=num_objects, layout=layout, split=split)
     presented = len(ids)
     attempts, failures_in_row, end = [], 0, 'cleared'
@@ -218,7 +231,8 @@ def run_round(cell, planner: Planner, scene_seed: int, layout: str, num_objects:
                          'objects_left': len(cell.object_ids())})
         failures_in_row = 0 if outcome.success else failures_in_row + 1
     return {'scene_seed': scene_seed, 'layout': layout, 'presented': presented,
-            'successes': sum(a['success'] for a in attempts), 'attempts': attempts, 'end': end}
+            'successes': sum(a['success'] for a in attempts), 'attempts': attempts, 'end': end,
+            'wall_s': time.perf_counter() - round_start}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -276,6 +290,7 @@ class BenchmarkRun:
     config: BenchmarkConfig
     rounds: dict = field(default_factory=dict)     # method -> list of round dicts
     skipped: dict = field(default_factory=dict)    # method -> reason
+    checkpoint: dict = field(default_factory=dict)  # path, fingerprint, training info
 
 
 def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path | None = None,
@@ -302,6 +317,7 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
     if any(m in ZEROGRASP_METHODS for m in config.methods):
         try:
             predictor = load_predictor(config.checkpoint)
+            run.checkpoint = checkpoint_info(config.checkpoint)
         except CheckpointError as exc:
             predictor_error = str(exc)
     cell = cell if cell is not None else SimCell()
@@ -336,9 +352,11 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
 
 
 def results_dict(run: BenchmarkRun) -> dict:
-    out = {'config': asdict(run.config), 'methods': {}, 'skipped': run.skipped}
+    out = {'config': asdict(run.config), 'methods': {}, 'skipped': run.skipped,
+           'checkpoint': run.checkpoint}
     for m, rounds in run.rounds.items():
-        entry = {'label': METHOD_LABELS[m], 'all': summarise(rounds)}
+        entry = {'label': METHOD_LABELS[m], 'all': summarise(rounds),
+                 'wall_s_per_round': float(np.mean([r.get('wall_s', np.nan) for r in rounds]))}
         for layout in run.config.layouts:
             entry[layout] = summarise([r for r in rounds if r['layout'] == layout])
         out['methods'][m] = entry
