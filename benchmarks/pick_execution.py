@@ -188,7 +188,7 @@ def plot(summary: dict, path: Path) -> None:
         ax2.bar(x, vals, 0.5, bottom=bottom, label=stage)
         bottom += vals
     ax2.set_xticks(x, methods)
-    ax2.set_ylabel('mean seconds per scene (sim time on 2 cores)')
+    ax2.set_ylabel('mean wall seconds per pick (simulated, 2 shared cores)')
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
