@@ -432,6 +432,35 @@ def test_moveit_adapter_call_order_and_content():
     assert result.grasp is not None and result.grasp.object_ids[0] == 1
 
 
+def test_moveit_adapter_place_and_release():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera)
+    place = np.eye(4)
+    place[:3, :3] = top_down(0, 0, 0)[0]
+    place[:3, 3] = [0.45, 0.30, 0.20]
+    seq, robot = moveit_sequence(fake, place_pose=place, retreat_after_place=0.05)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert result.success and 'placed' in result.message and not result.object_held
+    assert [s.stage for s in result.stages][-3:] == ['lift', 'place', 'release']
+    goals = [pose_matrix(g[1].pose)[:3, 3] for g in fake.goals()]
+    np.testing.assert_allclose(goals[3:], [[0.45, 0.30, 0.20], [0.45, 0.30, 0.25]], atol=1e-6)
+    plans = [c[2] for c in fake.calls if c[0] == 'plan']
+    assert plans[3:] == ['RRTConnectkConfigDefault', 'LIN']   # free to the place, line back
+    grips = [c[1] for c in fake.calls if c[0] == 'gripper_goal']
+    assert grips[-1].position == pytest.approx(robot.gripper.knuckle_open)  # released
+    attached = [c[1] for c in fake.calls if c[0] == 'attached']
+    assert [a.object.operation for a in attached] == [0, 1]                 # attach, detach
+    removed = [c[1] for c in fake.calls if c[0] == 'apply' and c[1].operation == 1]
+    assert [co.id for co in removed] == ['object_1']      # its world copy is stale: dropped
+    # A place pose outside the workspace is refused before anything moves.
+    fake = FakeMoveIt(T_base_camera)
+    place[:3, 3] = [0.45, 0.30, 1.50]
+    seq, _ = moveit_sequence(fake, place_pose=place)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert result.failed_stage == 'place' and 'outside the workspace' in result.message
+    assert 'execute' not in fake.names()
+
+
 def test_moveit_adapter_dry_run_plans_from_the_previous_goal_and_never_moves():
     T_base_camera, objects, grasps, _ = camera_scene()
     fake = FakeMoveIt(T_base_camera)
@@ -614,6 +643,22 @@ def test_sim_pick_physically_lifts_objects(cell):
         assert cell.held_object() == obj
         lifted += 1
     assert lifted >= MIN_SIM_LIFTS, f'only {lifted}/{len(SIM_SEEDS)} seeded scenes lifted'
+
+
+def test_sim_pick_and_place_releases_the_object_at_the_place_pose(cell):
+    cell.reset(seed=0)
+    target = shaf_target(cell)
+    place = np.eye(4)
+    place[:3, :3] = top_down(0, 0, 0)[0]
+    place[:3, 3] = [0.45, 0.30, 0.15]                 # base frame, beside the workspace
+    result = sim_sequence(cell, place_pose=place).run(target)
+    assert result.success, result.message
+    assert [s.stage for s in result.stages][-2:] == ['place', 'release']
+    cell._step(240)                                    # let it settle (1 s of physics)
+    obj = int(result.grasp.object_ids[0])              # rendered labels = the cell's ids
+    p_base = (np.linalg.inv(cell.T_world_base) @ cell.object_pose(obj))[:3, 3]
+    assert np.linalg.norm(p_base[:2] - place[:2, 3]) < 0.05 and p_base[2] < 0.08
+    assert cell.held_object() == 0
 
 
 def free_spot_grasp(sim, z_world=0.03):

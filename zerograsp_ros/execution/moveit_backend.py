@@ -119,6 +119,14 @@ def transform_to_matrix(transform) -> np.ndarray:
     return T
 
 
+def _store_acm(scene, acm) -> None:
+    # Some moveit_py builds hand out the ACM by reference, others a copy with a setter.
+    try:
+        scene.allowed_collision_matrix = acm
+    except AttributeError:  # read-only property: the reference was edited in place
+        pass
+
+
 def _wait(future, timeout: float, what: str):
     done = threading.Event()
     future.add_done_callback(lambda _f: done.set())
@@ -219,6 +227,7 @@ class MoveItBackend(ExecutionBackend):
                 for obj in objects:  # gripper links may touch the target, nothing else
                     for link in touch:
                         acm.set_entry(obj.name, link, obj.name == target)
+                _store_acm(scene, acm)
                 scene.current_state.update()
         except Exception as exc:  # moveit_py raises RuntimeError or pybind errors
             raise ExecutionError(f'planning scene update failed: {exc}') from exc
@@ -233,7 +242,9 @@ class MoveItBackend(ExecutionBackend):
             with self.scene_monitor.read_write() as scene:
                 scene.process_attached_collision_object(aco)
                 if self.TABLE_NAME in self.scene_objects:  # it rests on the table when lifted
-                    scene.allowed_collision_matrix.set_entry(object_name, self.TABLE_NAME, True)
+                    acm = scene.allowed_collision_matrix
+                    acm.set_entry(object_name, self.TABLE_NAME, True)
+                    _store_acm(scene, acm)
                 scene.current_state.update()
         except Exception as exc:
             raise ExecutionError(f'attaching {object_name} failed: {exc}') from exc

@@ -279,6 +279,10 @@ class PickSequence:
         if not target.frame_id:
             raise self._fail('request', 'the grasps carry no frame_id')
         candidates = self._select_candidates(target)
+        if cfg.place_pose is not None:  # refuse an unreachable place before anything moves
+            outside = self._check_workspace({'place': cfg.place_pose})
+            if outside:
+                raise self._fail('place', outside)
 
         try:
             T = checked_pose(self.backend.lookup_transform(self.backend.planning_frame,
