@@ -22,6 +22,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -44,12 +45,14 @@ def random_init_checkpoint(path: Path) -> str:
     return str(path)
 
 
-def start_graph(checkpoint: str, device: str, log_path: Path) -> subprocess.Popen:
+def start_graph(checkpoint: str, device: str, log_path: Path,
+                params: Path) -> subprocess.Popen:
     log = open(log_path, 'w')
     proc = subprocess.Popen(
         [sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--perception-only',
          '--camera-source', 'replay', '--replay-dir', str(SAMPLE), '--checkpoint', checkpoint,
-         '--device', device, '--no-visualization', '--ros-args', '--log-level', 'warn'],
+         '--device', device, '--no-visualization', '--params-file', str(params),
+         '--ros-args', '--log-level', 'warn'],
         stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
         env=dict(os.environ, PYTHONUNBUFFERED='1'))
     deadline = time.monotonic() + 300
@@ -76,22 +79,22 @@ def main(argv=None) -> int:
     ap.add_argument('--checkpoint', default='',
                     help="'' = checkpoints/zerograsp_cpu.pt if shipped, else a random-init model")
     ap.add_argument('--device', default='cpu')
-    ap.add_argument('--in-process-thread', choices=('worker', 'main'), default='worker',
-                    help='thread of the in-process calls: a worker thread, as the nodes run '
-                         'inference in executor threads (default), or the main thread')
+    ap.add_argument('--torch-threads', type=int, default=1,
+                    help='torch CPU threads on both paths (grasp_node parameter torch_threads)')
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'service_latency'))
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix='service_latency_'))  # random weights, log
     checkpoint, weights = args.checkpoint, 'given'
     if not checkpoint:
         trained = ROOT / 'checkpoints' / 'zerograsp_cpu.pt'
         if trained.is_file():
             checkpoint, weights = str(trained), 'trained (checkpoints/zerograsp_cpu.pt)'
         else:
-            checkpoint = random_init_checkpoint(out.with_name('service_latency_random.pt'))
+            checkpoint = random_init_checkpoint(scratch / 'random_init.pt')
             weights = 'random init (trained checkpoint not shipped yet)'
     os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 
@@ -105,13 +108,22 @@ def main(argv=None) -> int:
     frame = load_frame_dir(SAMPLE)
     frame.labels = None
     pipeline = GraspPipeline.from_checkpoint(checkpoint, device=args.device)
-    proc = start_graph(checkpoint, args.device, out.with_name('service_latency.log'))
+    params = scratch / 'params.yaml'
+    params.write_text('grasp_node:\n  ros__parameters:\n'
+                      f'    torch_threads: {args.torch_threads}\n')
+    log_path = scratch / 'bringup.log'
+    proc = start_graph(checkpoint, args.device, log_path, params)
     rclpy.init()
     node = rclpy.create_node('service_latency_client')
     client = node.create_client(PredictGrasps, 'predict_grasps')
-    # On this loaded 2-core machine torch ran 2-4x slower from the main thread than from
-    # a worker thread (measured); the nodes infer in executor worker threads.
-    worker = ThreadPoolExecutor(1) if args.in_process_thread == 'worker' else None
+    # Both paths infer in a worker thread with the same torch thread count (OpenMP thread
+    # counts are per thread; on this busy 2-core machine 2 threads ran up to 10x slower
+    # than 1, so an unequal count would dominate the comparison).
+    worker = ThreadPoolExecutor(1)
+    if args.torch_threads:
+        import torch
+
+        worker.submit(torch.set_num_threads, args.torch_threads).result()
     try:
         if not client.wait_for_service(timeout_sec=60.0):
             raise RuntimeError('/predict_grasps never appeared')
@@ -129,10 +141,7 @@ def main(argv=None) -> int:
                 raise RuntimeError('/predict_grasps gave no answer within 300 s')
             t0 = time.perf_counter()
             try:
-                if worker is None:
-                    result = pipeline.run(frame, refine=True)
-                else:
-                    result = worker.submit(pipeline.run, frame, refine=True).result()
+                result = worker.submit(pipeline.run, frame, refine=True).result()
                 ok = len(result.grasps) > 0
                 timings = result.timings
             except Exception as exc:  # same failure modes as the service: count them
@@ -150,8 +159,7 @@ def main(argv=None) -> int:
             dds_stages.append(dict(zip(response.stage_names, response.stage_seconds)))
             local_stages.append(timings)
     finally:
-        if worker is not None:
-            worker.shutdown()
+        worker.shutdown()
         node.destroy_node()
         rclpy.shutdown()
         proc.send_signal(signal.SIGINT)
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'command': 'python ' + ' '.join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
         'weights': weights, 'device': args.device, 'frame': 'samples/tabletop (640x480)',
-        'in_process_thread': args.in_process_thread,
+        'torch_threads': args.torch_threads,
         'dds': dds_p, 'in_process': local_p,
         'overhead_ratio_p50': round(dds_p['p50_s'] / local_p['p50_s'], 3),
         'overhead_ratio_p95': round(dds_p['p95_s'] / local_p['p95_s'], 3),
@@ -196,6 +204,7 @@ def main(argv=None) -> int:
                  '(load_average_1min).',
     }
     out.with_suffix('.json').write_text(json.dumps(results, indent=2) + '\n')
+    print(f'bringup log: {log_path}')
     import matplotlib
 
     matplotlib.use('Agg')

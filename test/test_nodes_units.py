@@ -1,4 +1,5 @@
 """Single nodes in process over real DDS: camera pairing, markers, parameter validation."""
+from pathlib import Path
 import time
 
 import numpy as np
@@ -248,3 +249,61 @@ def test_visualization_markers_meshes_and_scored_grippers(ros):
         executor.shutdown()
         for node in (viz, source, late):
             node.destroy_node()
+
+
+def test_grasp_node_continuous_mode_publishes_while_frames_keep_flowing(ros, tmp_path):
+    """Inference runs in its own callback group: frames arrive during it; results are published."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    import torch
+
+    from zerograsp_ros.geometry.rgbd import load_frame_dir
+    from zerograsp_ros.model.checkpoint import save_checkpoint
+    from zerograsp_ros.model.config import preset
+    from zerograsp_ros.model.network import ZeroGraspNet
+    from zerograsp_ros.msg import GraspArray, RGBDFrame
+    from zerograsp_ros.nodes.common import FRAME_QOS, GRASPS_TOPIC, LATCHED_QOS, RGBD_FRAME_TOPIC
+    from zerograsp_ros.nodes.conversions import frame_to_rgbd_msg, msg_to_grasps
+    from zerograsp_ros.nodes.grasp_node import GraspNode
+
+    sample = Path(__file__).resolve().parents[1] / 'samples' / 'tabletop'
+    if not sample.is_dir():
+        pytest.skip('samples/tabletop not shipped')
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / 'random.pt', ZeroGraspNet(preset('cpu')), preset('cpu'))
+    node = GraspNode(parameter_overrides=[
+        Parameter('checkpoint', value=str(tmp_path / 'random.pt')),
+        Parameter('device', value='cpu'), Parameter('continuous', value=True),
+        Parameter('continuous_period', value=0.2),
+        Parameter('continuous_refine', value=False)])
+    frame = load_frame_dir(sample)
+    camera = rclpy.create_node('fake_camera')
+    pub = camera.create_publisher(RGBDFrame, RGBD_FRAME_TOPIC, FRAME_QOS)
+    stamps, results = [], []
+
+    def publish():
+        stamps.append(round(time.time(), 3))
+        pub.publish(frame_to_rgbd_msg(frame, stamp=stamps[-1]))
+
+    camera.create_timer(0.1, publish)
+    camera.create_subscription(GraspArray, GRASPS_TOPIC, results.append, LATCHED_QOS)
+    executor = MultiThreadedExecutor(num_threads=4)
+    for n in (node, camera):
+        executor.add_node(n)
+    try:
+        assert _spin_until(executor, lambda: node.predictions >= 1 and results, timeout=120)
+        before = node.frames_received
+        started = time.monotonic()
+        assert _spin_until(executor, lambda: node.predictions >= 2, timeout=120)
+        elapsed = time.monotonic() - started
+        # 10 Hz camera: frames kept arriving while the second prediction ran.
+        assert node.frames_received - before >= max(1, int(0.4 * 10 * elapsed))
+        g = msg_to_grasps(results[-1])
+        assert len(g) >= 1 and g.finite_mask().all()
+        assert round(results[-1].header.stamp.sec + results[-1].header.stamp.nanosec * 1e-9,
+                     3) in stamps
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        camera.destroy_node()

@@ -91,6 +91,10 @@ class GraspNode(Node):
                          'a number > 0')
         self.continuous_refine = declare(self, 'continuous_refine', True,
                                          'Continuous mode: refine via /refine_grasps')
+        self.torch_threads = declare(self, 'torch_threads', 0,
+                                     'CPU threads torch may use for inference (0 = torch '
+                                     'default; 1 is fastest on small, busy machines)',
+                                     lambda v: v >= 0, 'an integer >= 0')
         segmenter = declare_segmenter(self)
 
         if not checkpoint:
@@ -111,6 +115,8 @@ class GraspNode(Node):
         self.lock = threading.Lock()
         self.frames: deque[tuple[float, RGBDFrameMsg]] = deque(maxlen=4)
         self.masks: deque[InstanceMasks] = deque(maxlen=4)
+        self.frames_received = 0
+        self.predictions = 0
         self.create_subscription(RGBDFrameMsg, RGBD_FRAME_TOPIC, self._on_frame, FRAME_QOS,
                                  callback_group=self.input_group)
         self.create_subscription(InstanceMasks, INSTANCE_MASKS_TOPIC, self._on_masks,
@@ -133,6 +139,7 @@ class GraspNode(Node):
     def _on_frame(self, msg: RGBDFrameMsg):
         with self.lock:
             self.frames.append((time.monotonic(), msg))
+            self.frames_received += 1
 
     def _on_masks(self, msg: InstanceMasks):
         with self.lock:
@@ -200,6 +207,11 @@ class GraspNode(Node):
         return response
 
     def _predict(self, frame_msg, masks_msg, request, response, watch):
+        if self.torch_threads:
+            import torch
+
+            # Set in the inference thread itself: OpenMP thread counts are per thread.
+            torch.set_num_threads(self.torch_threads)
         with watch.stage('message_decoding'):
             frame = rgbd_msg_to_frame(frame_msg)
             labels = masks_msg_to_labels(masks_msg, frame.shape) \
@@ -238,6 +250,7 @@ class GraspNode(Node):
             grasps_msg = grasps_to_msg(finite_top_k(grasps, k), header)
             summary = f'{len(grasps_msg.grasps)} unrefined grasps (refine=false) on ' \
                       f'{len(prediction.objects)} object(s)'
+        self.predictions += 1
         response.success = True
         response.message = summary + ''.join(f'; warning: {w}' for w in warnings)
         response.grasps = grasps_msg
