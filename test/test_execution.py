@@ -827,6 +827,9 @@ def test_ros_bad_requests_answer_clearly_and_the_node_keeps_serving(ros):
     node = start_execution_node(ros, 'execution_bad_requests',
                                 predict_service='/no_such_predict_grasps')
     service = '/pick'
+    # The sim backend drops picked objects into a bin out of the camera's view by default.
+    np.testing.assert_allclose(node.config.place_pose[:3, 3], [0.25, -0.44, 0.25])
+    np.testing.assert_allclose(node.config.place_pose[:3, 0], [0, 0, -1], atol=1e-4)
     try:
         req = PickObject.Request()
         req.use_explicit_grasp = True
@@ -915,7 +918,8 @@ def test_ros_full_pick_lifts_objects_in_the_simulated_cell(ros):
     server = _spawn(['test/support/baseline_grasp_server.py'], 'baseline_grasp_server')
     node = None
     try:
-        node = start_execution_node(ros, 'execution_sim_pick')
+        # Keep the object in the fingers (no drop into the sim's bin) to check the hold.
+        node = start_execution_node(ros, 'execution_sim_pick', sim_place=False)
         assert node.sequence is not None, node.setup_error
         lifted, outcomes = 0, []
         for seed in ROS_SEEDS:

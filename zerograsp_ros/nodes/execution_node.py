@@ -51,6 +51,9 @@ PARAMETERS = {
     'place': 'after the lift, move to place_pose and release',
     'place_pose': 'place TCP pose x y z roll pitch yaw in the base frame [m, rad]',
     'retreat_after_place': 'retreat along the approach after releasing [m]',
+    'sim_place': 'backend sim: drop the object at sim_place_pose (out of the camera view) '
+                 'after the lift, so the next pick sees the table without it',
+    'sim_place_pose': 'backend sim: drop pose x y z roll pitch yaw in the base frame',
     'velocity_scaling': 'MoveIt velocity scaling (0 = the preset value, low by default)',
     'acceleration_scaling': 'MoveIt acceleration scaling (0 = the preset value)',
     'tcp_behind_fingertips': 'fingertips -> TCP link along the approach [m] (-1 = preset)',
@@ -124,10 +127,12 @@ class ExecutionNode(Node):
 
     def _pick_config(self) -> PickConfig:
         place = None
-        if self.p('place'):
-            values = np.asarray(self.p('place_pose'), dtype=np.float64)
+        key = 'sim_place_pose' if self.p('backend') == 'sim' and self.p('sim_place') else \
+            'place_pose' if self.p('place') else None
+        if key:
+            values = np.asarray(self.p(key), dtype=np.float64)
             if values.shape != (6,):
-                raise InputError(f'place_pose needs 6 values (x y z roll pitch yaw), got '
+                raise InputError(f'{key} needs 6 values (x y z roll pitch yaw), got '
                                  f'{values.tolist()}')
             place = np.eye(4)
             place[:3, :3] = Rotation.from_euler('xyz', values[3:]).as_matrix()
