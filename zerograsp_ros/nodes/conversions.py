@@ -138,13 +138,18 @@ def intrinsics_to_camera_info(intr: CameraIntrinsics, header: Header | None = No
 # --------------------------------------------------------------------------- RGB-D frames
 
 def frame_msg_is_empty(msg: RGBDFrameMsg) -> bool:
-    """True for a default-constructed RGBDFrame (no depth data): 'use the latest frame'."""
-    return len(msg.depth.data) == 0
+    """True for a default-constructed RGBDFrame (no image data, no size): 'use the latest frame'.
+
+    A frame with a size or colour but no depth bytes is broken, not absent: it must be
+    reported, not silently replaced by the camera's latest frame.
+    """
+    return all(len(image.data) == 0 and image.width == 0 and image.height == 0
+               for image in (msg.depth, msg.color))
 
 
 def rgbd_msg_to_frame(msg: RGBDFrameMsg, min_valid_fraction: float = 0.0) -> RGBDFrame:
     """RGBDFrame message -> validated core RGBDFrame (InputError names the problem)."""
-    if frame_msg_is_empty(msg):
+    if len(msg.depth.data) == 0:
         raise InputError('empty RGB-D frame (depth image has no data)')
     if len(msg.color.data) == 0:
         raise InputError('empty RGB-D frame (colour image has no data)')
@@ -177,12 +182,17 @@ def frame_to_rgbd_msg(frame: RGBDFrame, stamp: Time | float | None = None) -> RG
 # --------------------------------------------------------------------------- instance masks
 
 def masks_msg_is_empty(msg: InstanceMasks) -> bool:
-    return len(msg.labels.data) == 0
+    """True for default-constructed masks: 'segment the frame'.
+
+    A sized label image without data, or ids without labels, are broken masks (reported).
+    """
+    return len(msg.labels.data) == 0 and msg.labels.width == 0 and msg.labels.height == 0 \
+        and len(msg.object_ids) == 0
 
 
 def masks_msg_to_labels(msg: InstanceMasks, shape: tuple[int, int] | None = None) -> np.ndarray:
     """InstanceMasks -> (H, W) int32 labels; InputError on encoding/size problems."""
-    if masks_msg_is_empty(msg):
+    if len(msg.labels.data) == 0:
         raise InputError('instance masks are empty (label image has no data)')
     if msg.labels.encoding.lower() not in ('16uc1', 'mono16', '32sc1', 'mono8', '8uc1'):
         raise InputError(f"instance masks: unsupported label encoding '{msg.labels.encoding}' "
@@ -193,6 +203,12 @@ def masks_msg_to_labels(msg: InstanceMasks, shape: tuple[int, int] | None = None
                          f'the frame size {shape[1]}x{shape[0]}')
     if (labels < 0).any():
         raise InputError('label image has negative ids')
+    listed = sorted(int(i) for i in msg.object_ids)
+    if listed:  # an empty list = not given; a given one must agree with the image
+        present = sorted(int(i) for i in np.unique(labels) if i > 0)
+        if listed != present:
+            raise InputError(f'instance masks list object ids {listed} but the label image '
+                             f'holds ids {present}')
     return labels
 
 
