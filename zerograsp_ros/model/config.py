@@ -6,13 +6,19 @@ leaves), channels by depth 512,512,256,256,192,192,96,96,48,48, latent depth 4
 with D' = 192, 3 transformer blocks of 3 heads x 64, occlusion fields B = 8 with
 64 channels, CVAE MLP 4 x 512, latent_dim 16, loss weights of the supplement.
 
-`preset('cpu')` keeps the same structure at a size that trains on 2 CPU cores.
-It was chosen by measurement (see `benchmarks/model_latency.py`): leaves at
-depth 7 (10 mm), latent depth 4 (80 mm), narrow channels, one residual block
-per depth, B = 4 occlusion sub-blocks, 2 transformer blocks of 2 heads x 32.
-Measured on this machine (2 shared cores, torch CPU): an untrained
-forward + backward of a 5-object 640x480 scene takes about CPU_PRESET_TRAIN_STEP_S
-seconds; numbers are filled in from the benchmark (see the README of the model).
+`preset('cpu')` keeps the same structure at a size that trains on 2 CPU cores,
+chosen by measurement (5-object 640x480 box scene, untrained forward +
+backward, torch CPU with 1 intra-op thread on the shared 2-core machine at load
+average 6-11): leaves at depth 7 (10 mm) took 1.5 s with bottleneck 2; depth 8
+(5 mm) with channels 64 down to 16 took 0.9-1.0 s with the ocnn bottleneck of 4
+(1.7 s with bottleneck 2), so the preset is: depth 8 (5 mm leaves), latent depth 4
+(80 mm, 64 channels), channels by depth 64,64,64,64,64,48,32,24,16, one residual
+block per depth, bottleneck 4, image features 16, CVAE MLP 2 x 128, 2 transformer
+blocks of 2 heads x 24, occlusion fields B = 4 with 16 channels; 0.31 M
+parameters. benchmarks/model_latency.py measured a training step at 1.6 s median
+(load average 11) and inference at 0.2 s (1 object), 0.7-3 s (5) and 1.3 s (10).
+With 2 OpenMP threads the same step ran 2.5-12 s while other jobs held the cores:
+set torch.set_num_threads(1) on a shared machine.
 
 Ablation switches (all presets): use_cvae, use_multi_object_encoder,
 use_occlusion_fields.
@@ -22,9 +28,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from zerograsp_ros.errors import InputError
-
-# measured train-step time of the cpu preset (5 objects, 2 shared cores), seconds
-CPU_PRESET_TRAIN_STEP_S = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,8 @@ class ModelConfig:
         b = self.occlusion_blocks
         if b < 2 or b & (b - 1):
             problems.append(f'occlusion_blocks must be a power of two >= 2, got {b}')
-        if self.transformer_head_dim % 6:
-            problems.append('transformer_head_dim must be a multiple of 6 (3D rotary pairs), '
+        if self.transformer_head_dim < 6:
+            problems.append('transformer_head_dim must be >= 6 (one rotary pair per axis), '
                             f'got {self.transformer_head_dim}')
         if problems:
             raise InputError('invalid ModelConfig: ' + '; '.join(problems))

@@ -88,11 +88,14 @@ class ZeroGraspPredictor:
 
     @torch.no_grad()
     def predict(self, frame: RGBDFrame, max_grasps_per_object: int = 64,
-                object_ids=None, with_mesh: bool = True) -> Prediction:
+                object_ids=None, with_mesh: bool = True, *,
+                occupancy_guide=None) -> Prediction:
         """Reconstruct and grasp every labelled object (or `object_ids`).
 
         InputError on bad input; objects with too few valid depth points are
-        skipped with a warning in `Prediction.warnings`.
+        skipped with a warning in `Prediction.warnings`. `occupancy_guide` (an
+        ocnn Octree of the same objects, for benchmarks and tests) makes the
+        decoder follow that octree's occupancy instead of its own prediction.
         """
         cfg = self.config
         t0 = time.perf_counter()
@@ -101,7 +104,7 @@ class ZeroGraspPredictor:
         if not scene.objects:
             return Prediction([], GraspSet.empty(), {'octree': prep}, list(scene.warnings))
         timer = StageTimer(self.device)
-        out = self.model([scene], timer=timer)
+        out = self.model([scene], timer=timer, occupancy_guide=occupancy_guide)
         octree = out['octree_out']
         D = cfg.depth
         centres = scene.normalization.to_metres(leaf_centres_unit(octree, D, nempty=True))

@@ -19,8 +19,15 @@ import torch.nn.functional as F
 
 def neighbour_matrix(labels: torch.Tensor, ids: torch.Tensor, dilation_px: int) -> torch.Tensor:
     """(n,n) bool: object i's mask dilated by a dilation_px square touches object j's mask."""
-    masks = (labels.unsqueeze(0) == ids.view(-1, 1, 1)).float().unsqueeze(1)   # (n,1,H,W)
     k = max(int(dilation_px), 1)
+    fg = torch.nonzero(labels > 0)
+    if len(fg) == 0:
+        return torch.zeros(len(ids), len(ids), dtype=torch.bool, device=labels.device)
+    # only the box around the masks matters (saves most of a full-image pooling per object)
+    lo = (fg.min(0).values - k).clamp(min=0)
+    hi = fg.max(0).values + k + 1
+    labels = labels[lo[0]:hi[0], lo[1]:hi[1]]
+    masks = (labels.unsqueeze(0) == ids.view(-1, 1, 1)).float().unsqueeze(1)   # (n,1,h,w)
     dilated = F.max_pool2d(masks, k, stride=1, padding=k // 2)
     if dilated.shape[-2:] != masks.shape[-2:]:   # even kernel sizes grow the map by one
         dilated = dilated[..., :masks.shape[-2], :masks.shape[-1]]

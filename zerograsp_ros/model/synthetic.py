@@ -49,7 +49,7 @@ def render_boxes(boxes: list[Box], intr: CameraIntrinsics) -> RGBDFrame:
                      intrinsics=intr, labels=labels.reshape(intr.height, intr.width))
 
 
-def box_target(box: Box, spacing: float = 0.004, max_width: float = 0.10) -> ObjectTarget:
+def box_target(box: Box, spacing: float = 0.002, max_width: float = 0.10) -> ObjectTarget:
     """Complete surface of a box with outward normals and antipodal grasp labels.
 
     Each surface point gets the grasp that approaches against its face normal
