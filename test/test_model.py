@@ -271,6 +271,15 @@ def test_requested_object_with_empty_mask_is_named():
         observe_scene(frame, CPU, object_ids=[1, 9])
 
 
+def test_object_outside_scene_cube_is_reported():
+    boxes = [Box(1, (-0.05, -0.05, 0.50), (0.05, 0.05, 0.55)),
+             Box(2, (0.15, -0.05, 1.60), (0.25, 0.05, 1.65))]   # beyond z_min + 1.28 m
+    scene = observe_scene(render_boxes(boxes, SMALL_INTR), CPU)
+    assert [o.object_id for o in scene.objects] == [1, 2]
+    assert any('object 2' in w and 'clipped' in w for w in scene.warnings)
+    assert not any('object 1' in w for w in scene.warnings)
+
+
 def test_objects_beyond_depth_range_are_reported_not_crashed():
     frame, _ = table_scene(2, SMALL_INTR, seed=0)
     far = RGBDFrame(frame.rgb, frame.depth + 5.0, frame.intrinsics, frame.labels)

@@ -125,6 +125,11 @@ def observe_scene(frame: RGBDFrame, config: ModelConfig, object_ids=None) -> Sce
                              f'[{config.min_depth_m}, {config.max_depth_m}] m')
         nearest = float(depth[valid].min())
     norm = SceneNormalization.from_depths(nearest, config)
+    for obj in objects:
+        outside = np.mean(np.abs(norm.to_unit(obj.points_m)).max(1) > config.coord_clip)
+        if outside > 0.01:
+            warnings.append(f'object {obj.object_id}: {100 * outside:.0f} % of its points lie '
+                            f'outside the {config.scene_cube_m} m scene cube and were clipped')
     return SceneObservation(frame, objects, norm, valid, warnings)
 
 
