@@ -9,4 +9,7 @@ source "$REPO/.ws/env.sh"
 cd "$REPO"
 # Tests import the colcon-installed package, i.e. what `ros2 run` users get.
 export PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg
+# Tests start several node processes on 2 cores: one OpenMP thread each avoids
+# oversubscription (measured 2-20x slower torch steps with the default).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$ZEROGRASP_VENV/bin/pytest" test "$@"
