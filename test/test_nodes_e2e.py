@@ -83,14 +83,18 @@ def servers(ros_domain, checkpoint, tmp_path_factory):
     if not SAMPLE.is_dir():
         pytest.skip('samples/tabletop not shipped')
     logs = tmp_path_factory.mktemp('logs')
+    # One torch thread: far faster than two on a busy 2-core machine.
+    params = logs / 'params.yaml'
+    params.write_text('grasp_node:\n  ros__parameters:\n    torch_threads: 1\n')
     # Both servers start at once (each loads torch and the model).
     graph = _start(['-m', 'zerograsp_ros.nodes.bringup', '--perception-only',
                     '--camera-source', 'replay', '--replay-dir', str(SAMPLE),
-                    '--checkpoint', checkpoint, '--device', 'cpu', '--ros-args',
-                    '--log-level', 'warn'], logs / 'bringup.log')
+                    '--checkpoint', checkpoint, '--device', 'cpu', '--params-file', str(params),
+                    '--ros-args', '--log-level', 'warn'], logs / 'bringup.log')
     lone = _start(['-m', 'zerograsp_ros.nodes.grasp_node', '--ros-args', '-r', '__ns:=/lone',
                    '-p', f'checkpoint:={checkpoint}', '-p', 'device:=cpu',
-                   '-p', 'refine_service_wait:=1.0'], logs / 'lone.log')
+                   '-p', 'torch_threads:=1', '-p', 'refine_service_wait:=1.0'],
+                  logs / 'lone.log')
     try:
         _wait_ready(*graph, '[bringup] running')
         _wait_ready(*lone, 'loaded')

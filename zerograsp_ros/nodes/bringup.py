@@ -53,7 +53,7 @@ def spin(nodes, threads: int | None = None) -> int:
         pass
     finally:
         # Let running callbacks finish before the nodes and the context go away.
-        executor.shutdown(timeout_sec=10.0)
+        executor.shutdown(timeout_sec=3.0)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
