@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zerograsp_ros.execution.backends import CollisionBox  # noqa: E402
 from zerograsp_ros.execution.pick import (  # noqa: E402
     PickConfig,
     PickSequence,
@@ -39,6 +40,9 @@ from zerograsp_ros.execution.robot import load_robot_preset  # noqa: E402
 from zerograsp_ros.execution.sim_backend import SimCellApiBackend  # noqa: E402
 
 METHODS = ('highest_point', 'antipodal')
+# The execution node's default table (config/execution.yaml): top at z = 0 of the base.
+TABLE = CollisionBox('table', np.array([0.80, 1.20, 0.04]),
+                     np.array([[1, 0, 0, 0.55], [0, 1, 0, 0], [0, 0, 1, -0.02], [0, 0, 0, 1.0]]))
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -82,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument('--methods', default=','.join(METHODS))
     ap.add_argument('--layout', default='pile')
     ap.add_argument('--robot', default='panda')
+    ap.add_argument('--no-scene-check', action='store_true',
+                    help="sim backend: skip the planning-scene collision check")
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'pick_execution'))
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(',') if m]
@@ -99,7 +105,8 @@ def main(argv=None) -> int:
                              'failed_stage': 'perception', 'vgn': False})
                 continue
             t0 = time.perf_counter()
-            result = PickSequence(SimCellApiBackend(cell), robot, PickConfig()).run(target)
+            backend = SimCellApiBackend(cell, check_collisions=not args.no_scene_check)
+            result = PickSequence(backend, robot, PickConfig(), TABLE).run(target)
             pick_s = time.perf_counter() - t0
             stage_s = Counter()
             for s in result.stages:
@@ -149,7 +156,8 @@ def main(argv=None) -> int:
         'setup': {'layout': args.layout, 'objects': 5, 'split': 'test', 'robot': args.robot,
                   'seeds': [seeds.start, seeds.stop - 1],
                   'object_ids': 'rendered instance labels (ground truth), not segmentation',
-                  'pick': 'PickSequence on SimCellApiBackend, default PickConfig',
+                  'pick': 'PickSequence on SimCellApiBackend, default PickConfig, table box',
+                  'scene_check': not args.no_scene_check,
                   'vgn': 'SimCell.execute_grasp of the best grasp, same scene'},
         'summary': summary, 'rows': rows,
     }

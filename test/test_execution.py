@@ -661,6 +661,33 @@ def test_sim_pick_and_place_releases_the_object_at_the_place_pose(cell):
     assert cell.held_object() == 0
 
 
+def test_sim_planning_scene_refuses_sweeping_through_other_objects(cell):
+    """The sim backends' planning scene: contact with the target only, never the table."""
+    from zerograsp_ros.execution.sim_backend import SimCellApiBackend
+    backend = SimCellApiBackend(cell)
+    other = collision_mesh(box_object(2, [0.55, 0.0, 0.05], (0.04, 0.12, 0.10)), np.eye(4))
+    target = collision_mesh(box_object(1, [0.55, 0.15, 0.05], (0.04, 0.04, 0.10)),
+                            np.eye(4))
+    table = table_box()
+    backend.update_planning_scene([other, target], table, target.name)
+    R, _ = top_down(0, 0, 0)
+    start, through, onto = np.eye(4), np.eye(4), np.eye(4)
+    for T, xyz in ((start, [0.55, 0.0, 0.30]), (through, [0.55, 0.0, 0.06]),
+                   (onto, [0.55, 0.15, 0.06])):
+        T[:3, :3], T[:3, 3] = R, xyz
+    backend.tcp, backend.opening = start, 0.085
+    res = backend.move(through, straight_line=True, dry_run=True)
+    assert not res.planned and 'object_2' in res.message
+    backend.tcp = start.copy()
+    backend.tcp[1, 3] = 0.15
+    assert backend.move(onto, straight_line=True, dry_run=True).ok   # the target: allowed
+    below = onto.copy()
+    below[2, 3] = -0.02                                              # fingers in the table
+    res = backend.move(below, straight_line=True, dry_run=True)
+    assert not res.planned and 'the table' in res.message
+    assert np.allclose(cell.tcp_pose_base(), SimCellApiBackend(cell).tcp)  # nothing moved
+
+
 def free_spot_grasp(sim, z_world=0.03):
     """A top-down grasp (camera frame) over an empty part of the table."""
     T_wb = sim.T_world_base
