@@ -134,19 +134,29 @@ def test_transformer_attention_stays_inside_each_scene():
 
 
 # ------------------------------------------------------------------ decoder
-def test_ground_truth_occupancy_reproduces_ground_truth_octree():
+@pytest.mark.parametrize('full_grid', [True, False])
+def test_ground_truth_occupancy_reproduces_ground_truth_octree(full_grid):
     sample = table_sample(2, SMALL_INTR, seed=3)
-    model = small_model().eval()
-    scenes = observe_samples([sample], CPU)
-    gt, _, _ = ground_truth_octree([sample], scenes, CPU, 'cpu')
+    model = small_model(decode_full_latent_grid=full_grid).eval()
+    cfg = model.config
+    scenes = observe_samples([sample], cfg)
+    gt, feats, _ = ground_truth_octree([sample], scenes, cfg, 'cpu')
     with torch.no_grad():
         out = model(scenes, occupancy_guide=gt)
     grown = out['octree_out']
     assert isinstance(grown, Octree)
-    for d in range(CPU.latent_depth, CPU.depth + 1):
-        assert torch.equal(grown.keys[d], gt.keys[d]), f'keys differ at depth {d}'
-        assert torch.equal(grown.children[d], gt.children[d]), f'children differ at depth {d}'
-    assert out['signal'].shape == (int(gt.nnum_nempty[CPU.depth]), CPU.signal_channels)
+    for d in range(cfg.latent_depth, cfg.depth + 1):
+        assert torch.equal(grown.key(d, nempty=True), gt.key(d, nempty=True)), \
+            f'occupied nodes differ at depth {d}'
+        if full_grid or d > cfg.latent_depth:   # the region mode decodes fewer latent nodes
+            assert torch.equal(grown.keys[d], gt.keys[d]), f'nodes differ at depth {d}'
+    if not full_grid:
+        assert grown.nnum[cfg.latent_depth] < gt.nnum[cfg.latent_depth] / 4
+    assert out['signal'].shape == (int(gt.nnum_nempty[cfg.depth]), cfg.signal_channels)
+    # training on the decoding region keeps every ground-truth leaf and its target
+    model.train()
+    out = model(scenes, gt_octree=gt, gt_features=feats)
+    torch.testing.assert_close(out['leaf_targets'], feats)
 
 
 # ------------------------------------------------------------------ learning

@@ -118,6 +118,39 @@ def gt_split_labels(guide: Octree, octree: Octree, depth: int) -> torch.Tensor:
     return (aligned[:, 0] > 0.5).int()
 
 
+def grow_from_guide(octree: Octree, guide: Octree, from_depth: int, to_depth: int) -> None:
+    """Split and grow `octree` from `from_depth` to `to_depth` with the guide's occupancy."""
+    for d in range(from_depth, to_depth + 1):
+        octree.octree_split(gt_split_labels(guide, octree, d), d)
+        if d < to_depth:
+            octree.octree_grow(d + 1)
+
+
+def candidate_octree(octree_in: Octree, config: ModelConfig, guide: Octree | None = None
+                     ) -> Octree:
+    """Output octree grown to the latent depth over the decoding region only.
+
+    Region: the input's occupied cells one level above the latent depth, dilated
+    by `decode_dilation` cells (plus the guide's cells in training, so every
+    ground-truth cell is decoded). Far fewer latent nodes than the full grid.
+    """
+    c = config.latent_depth - 1
+    octree = Octree.init_octree(config.depth, c, octree_in.batch_size, octree_in.device)
+    mask = octree_in.nempty_mask(c).float().unsqueeze(1)
+    occ = ocnn.nn.octree_align(mask, octree_in, octree, c)[:, 0] > 0.5
+    neigh = octree.neighs[c]                     # (N, 27), -1 outside the cube
+    for _ in range(config.decode_dilation):
+        occ = (occ[neigh.clamp(min=0)] & (neigh >= 0)).any(1)
+    if guide is not None:   # parents of the guide's occupied latent cells (its level c is full)
+        key = guide.key(config.latent_depth, nempty=True)
+        batch_bits = (key >> 48) << 48
+        parents = torch.unique(((key & ((1 << 48) - 1)) >> 3) | batch_bits)
+        occ = occ | torch.isin(octree.keys[c], parents)
+    octree.octree_split(occ.int(), c)
+    octree.octree_grow(config.latent_depth)
+    return octree
+
+
 def capped_split(prob: torch.Tensor, batch_id: torch.Tensor, cap: int) -> torch.Tensor:
     """Split where p >= 0.5, keeping at most `cap` most likely nodes per object."""
     split = prob >= 0.5
@@ -288,17 +321,28 @@ class ZeroGraspNet(nn.Module):
             tokens = self.transformer(tokens, token_pos, obj_scene[token_obj])
         timer.mark('transformer')
 
+        leaf_targets = None
         if gt_octree is not None:
-            octree_out, update = gt_octree, False
+            update = False
+            if cfg.decode_full_latent_grid:
+                octree_out, leaf_targets = gt_octree, gt_features
+            else:   # the ground truth restricted to the decoding region, leaves unchanged
+                octree_out = candidate_octree(octree_in, cfg, guide=gt_octree)
+                grow_from_guide(octree_out, gt_octree, L, D)
+                leaf_targets = ocnn.nn.octree_align(gt_features, gt_octree, octree_out, D,
+                                                    nempty=True)
         else:
-            octree_out = Octree.init_octree(D, L, n_obj, self.device)
             update = True
+            if cfg.decode_full_latent_grid:
+                octree_out = Octree.init_octree(D, L, n_obj, self.device)
+            else:
+                octree_out = candidate_octree(octree_in, cfg, guide=occupancy_guide)
         x = ocnn.nn.octree_align(tokens, octree_in, octree_out, L)
         if cfg.use_cvae:
             if gt_octree is not None:
-                gt_data = ocnn.nn.octree_pad(gt_features, gt_octree, D)
-                post = self.posterior_encoder(gt_data, gt_octree)[L]
-                post = ocnn.nn.octree_global_pool(post, gt_octree, L, nempty=False)
+                gt_data = ocnn.nn.octree_pad(leaf_targets, octree_out, D)
+                post = self.posterior_encoder(gt_data, octree_out)[L]
+                post = ocnn.nn.octree_global_pool(post, octree_out, L, nempty=False)
                 pooled = ocnn.nn.octree_global_pool(convs[L], octree_in, L, nempty=False)
                 out['mu_q'], out['logvar_q'] = self.posterior_mlp(
                     torch.cat([pooled, post], 1)).chunk(2, dim=1)
@@ -329,6 +373,7 @@ class ZeroGraspNet(nn.Module):
         signal = ocnn.nn.octree_depad(self.signal_head(x), octree_out, D)
         timer.mark('decoder')
         out.update(logits=logits, signal=signal, octree_out=octree_out, octree_in=octree_in,
+                   leaf_targets=leaf_targets,
                    object_scene=obj_scene, object_label=obj_label, timings=timer.times)
         return out
 
@@ -391,6 +436,6 @@ def training_step(model: ZeroGraspNet, batch: list[SceneSample], step: int, devi
     scenes = observe_samples(batch, cfg)
     gt_octree, gt_feats, has_grasps = ground_truth_octree(batch, scenes, cfg, device)
     out = model(scenes, gt_octree=gt_octree, gt_features=gt_feats)
-    loss, terms = zerograsp_losses(out, gt_feats, has_grasps, step, cfg)
+    loss, terms = zerograsp_losses(out, out['leaf_targets'], has_grasps, step, cfg)
     terms['objects'] = float(gt_octree.batch_size)
     return loss, terms
