@@ -339,29 +339,33 @@ class SimCell:
         T_flange[:3, :3] = T_world_tcp[:3, :3] @ R_FLANGE_TCP.T
         T_flange[:3, 3] = T_world_tcp[:3, 3] - TCP_OFFSET * T_world_tcp[:3, 0]
         pos, quat = scn.matrix_to_pose(T_flange)
-        lower = [-2.9, -1.76, -2.9, -3.07, -2.9, -0.017, -2.9]
-        upper = [2.9, 1.76, 2.9, -0.07, 2.9, 3.75, 2.9]
-        self._set_panda_joints(PANDA_HOME)
-        q = None
-        for _ in range(3):   # re-seeding from the last answer sharpens pybullet's damped IK
-            q = p.calculateInverseKinematics(self.panda, PANDA_FLANGE_LINK, pos, quat,
-                                             lowerLimits=lower, upperLimits=upper,
-                                             jointRanges=[u - lo for u, lo in zip(upper, lower)],
-                                             restPoses=list(PANDA_HOME), maxNumIterations=200,
-                                             residualThreshold=1e-5, physicsClientId=self._kin)
-            self._set_panda_joints(q[:7])
-        state = p.getLinkState(self.panda, PANDA_FLANGE_LINK, computeForwardKinematics=True,
-                               physicsClientId=self._kin)
-        T_fk = scn.pose_to_matrix(state[4], state[5])
-        pos_err = np.linalg.norm(T_fk[:3, 3] - T_flange[:3, 3])
-        cos = (np.trace(T_fk[:3, :3].T @ T_flange[:3, :3]) - 1) / 2
-        ang_err = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-        within = all(lo - 1e-3 <= v <= u + 1e-3 for v, lo, u in zip(q[:7], lower, upper))
-        if pos_err > 0.01 or ang_err > 5.0 or not within:
-            why = '' if within else ', joint limits exceeded'
-            return False, (f'pose not reachable by the Panda (IK error {1000 * pos_err:.0f} mm, '
-                           f'{ang_err:.1f} deg{why})')
-        return True, 'reachable'
+        lower = np.array([-2.9, -1.76, -2.9, -3.07, -2.9, -0.017, -2.9])
+        upper = np.array([2.9, 1.76, 2.9, -0.07, 2.9, 3.75, 2.9])
+        best = (np.inf, np.inf)
+        # pybullet's damped IK ignores hard limits: clip, re-solve from there, and try a
+        # few wrist seeds, keeping the first in-limit solution.
+        for wrist in (0.0, 1.571, -1.571):
+            seed = np.array(PANDA_HOME)
+            seed[6] = np.clip(seed[6] + wrist, lower[6], upper[6])
+            self._set_panda_joints(seed)
+            for _ in range(4):
+                q = p.calculateInverseKinematics(
+                    self.panda, PANDA_FLANGE_LINK, pos, quat, lowerLimits=lower.tolist(),
+                    upperLimits=upper.tolist(), jointRanges=(upper - lower).tolist(),
+                    restPoses=seed.tolist(), maxNumIterations=200, residualThreshold=1e-5,
+                    physicsClientId=self._kin)
+                self._set_panda_joints(np.clip(q[:7], lower, upper))
+            state = p.getLinkState(self.panda, PANDA_FLANGE_LINK, computeForwardKinematics=True,
+                                   physicsClientId=self._kin)
+            T_fk = scn.pose_to_matrix(state[4], state[5])
+            pos_err = np.linalg.norm(T_fk[:3, 3] - T_flange[:3, 3])
+            cos = (np.trace(T_fk[:3, :3].T @ T_flange[:3, :3]) - 1) / 2
+            ang_err = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+            if pos_err <= 0.01 and ang_err <= 5.0:
+                return True, 'reachable'
+            best = min(best, (pos_err, ang_err))
+        return False, (f'pose not reachable by the Panda within its joint limits (IK error '
+                       f'{1000 * best[0]:.0f} mm, {best[1]:.1f} deg)')
 
     # ------------------------------------------------------------------ gripper (physical)
     def _step(self, n: int = 1) -> None:
