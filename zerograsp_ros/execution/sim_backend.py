@@ -1,17 +1,16 @@
 """Execution backends for the simulated cell: over its ROS services, or in-process.
 
-Talks to nodes/sim_cell_node.py through /sim_cell/move_tcp, /sim_cell/gripper
-(srv/SimMoveTcp.srv, srv/SimGripper.srv), so it works across processes. The
-camera extrinsics come from the cell's known calibration (config/sim_cell.yaml:
-T_base_camera), not from TF. The simulated cell has no planning scene: the
-scene update validates and keeps the collision meshes (a malformed one still
-stops the pick before any motion), and attach/detach are bookkeeping; the
-physics decides what is held.
+`SimCellBackend` talks to nodes/sim_cell_node.py through /sim_cell/move_tcp and
+/sim_cell/gripper (srv/SimMoveTcp.srv, srv/SimGripper.srv), so it works across
+processes; `SimCellApiBackend` drives a zerograsp_ros.sim.cell.SimCell object
+directly (same semantics, no ROS: for benchmarks and quick checks). The camera
+extrinsics come from the cell's known calibration (config/sim_cell.yaml:
+T_base_camera, read by zerograsp_ros.sim.cell.load_sim_cell_config), not from TF.
+The cell has no MoveIt: `_SimPlanningScene` keeps the collision meshes and does the
+planning-scene collision check itself; the physics decides what is held.
 
-rclpy and the service types are imported inside the class (a ROS edge, like
-the moveit_py adapter), so this module imports without ROS. `SimCellApiBackend`
-drives a zerograsp_ros.sim.cell.SimCell object directly (same semantics,
-no ROS: for benchmarks and quick checks).
+rclpy and the service types are imported inside the class (a ROS edge, like the
+moveit_py adapter), so this module imports without ROS.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from pathlib import Path
 import threading
 
 import numpy as np
-import yaml
 
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.execution.backends import (
@@ -30,26 +28,6 @@ from zerograsp_ros.execution.backends import (
     GripperResult,
     MotionResult,
 )
-from zerograsp_ros.execution.robot import config_dir
-
-
-def load_sim_cell_frames(path: str | Path | None = None) -> tuple[str, str, np.ndarray]:
-    """(base_frame, camera_frame, T_base_camera) from the sim cell's YAML."""
-    path = Path(path) if path else config_dir() / 'sim_cell.yaml'
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f'cannot read the sim cell config {path}: {exc}') from exc
-    params = data
-    if isinstance(data, dict) and 'sim_cell_node' in data:
-        params = data['sim_cell_node'].get('ros__parameters', {})
-    if not isinstance(params, dict) or 'T_base_camera' not in params:
-        raise InputError(f'{path} has no sim_cell_node.ros__parameters.T_base_camera')
-    T = np.asarray(params['T_base_camera'], dtype=np.float64)
-    if T.size != 16 or not np.isfinite(T).all():
-        raise InputError(f'{path}: T_base_camera must be 16 finite numbers (4x4 row-major)')
-    return (str(params.get('base_frame', 'panda_link0')),
-            str(params.get('camera_frame', 'camera_color_optical_frame')), T.reshape(4, 4))
 
 
 def wait_for_future(future, timeout: float, what: str):
@@ -194,8 +172,10 @@ class SimCellBackend(_SimPlanningScene, ExecutionBackend):
         self._srv = {'move': SimMoveTcp, 'gripper': SimGripper}
         self.node = node
         self.timeout = float(timeout)
-        self.planning_frame, self.camera_frame, self.T_base_camera = \
-            load_sim_cell_frames(sim_config)
+        from zerograsp_ros.sim.cell import load_sim_cell_config
+        cell_config = load_sim_cell_config(sim_config)   # the cell's own calibration
+        self.planning_frame, self.camera_frame = cell_config.base_frame, cell_config.camera_frame
+        self.T_base_camera = cell_config.T_base_camera
         group = callback_group or ReentrantCallbackGroup()
         prefix = service_prefix.rstrip('/')
         self._move = node.create_client(SimMoveTcp, f'{prefix}/move_tcp', callback_group=group)
