@@ -476,6 +476,10 @@ def test_moveit_adapter_dry_run_plans_from_the_previous_goal_and_never_moves():
     # Each later plan starts where the previous plan ended (the trajectory's last state).
     assert starts[1] == ('start_state', ('end_state_of', goals[0][1]))
     assert starts[2] == ('start_state', ('end_state_of', goals[1][1]))
+    # The next pick plans from the robot's real state again, not the last dry-run goal.
+    seq.run(PickTarget(grasps, CAMERA, objects, object_id=2, dry_run=True))
+    starts = [c for c in fake.calls if c[0] in ('start_current', 'start_state')]
+    assert starts[3] == ('start_current',)
 
 
 def test_moveit_adapter_tries_every_candidate_then_fails_clearly():

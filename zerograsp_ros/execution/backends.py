@@ -100,5 +100,8 @@ class ExecutionBackend(ABC):
     def detach(self, object_name: str) -> None:
         """Detach (release) the object in the planning scene."""
 
+    def begin_pick(self) -> None:  # noqa: B027 - optional hook
+        """A new pick starts: forget per-pick state (e.g. a dry run's virtual start state)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (clients, threads)."""

@@ -265,6 +265,9 @@ class MoveItBackend(ExecutionBackend):
         self.scene_objects = [n for n in self.scene_objects if n != object_name]
 
     # ----------------------------------------------------------------- motion
+    def begin_pick(self) -> None:
+        self._dry_run_start = None
+
     def plan_parameters(self, straight_line: bool):
         spec = self.preset.linear_motion if straight_line else self.preset.free_motion
         params = self.api.PlanRequestParameters(self.robot, spec.get('namespace', ''))

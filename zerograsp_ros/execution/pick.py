@@ -266,6 +266,7 @@ class PickSequence:
     def run(self, target: PickTarget) -> PickResult:
         self._reports, self._t0 = [], time.perf_counter()
         result = PickResult(False, '', planning_frame=self.backend.planning_frame)
+        self.backend.begin_pick()
         try:
             self._run(target, result)
         except PickFailure as failure:
