@@ -366,6 +366,10 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
     k = len(R)
     depths = np.asarray(depths, dtype=np.float64)
     flat = depths.ndim <= 1
+    if k == 0:
+        shape = (0,) if flat else (0, depths.shape[-1])
+        return GraspJudgement(np.zeros(shape, bool), np.zeros(shape, bool),
+                              np.zeros(shape, np.float32), np.zeros(shape), np.zeros(shape, int))
     depths = np.broadcast_to(depths.reshape(k, -1) if depths.ndim else depths, (k, 1) if flat
                              else depths.shape).astype(np.float64)
     d_cols = depths.shape[1]
