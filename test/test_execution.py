@@ -986,3 +986,33 @@ def test_ros_full_pick_lifts_objects_in_the_simulated_cell(ros):
             out = _stop(proc)
             if proc.returncode not in (0, -15, 1) or 'Traceback' in out:
                 print(out[-3000:])
+
+
+@pytest.mark.ros
+def test_prediction_message_to_moveit_collision_objects():
+    """A /predict_grasps answer (camera frame) becomes base-frame MoveIt meshes unchanged."""
+    from std_msgs.msg import Header
+
+    from zerograsp_ros.nodes.conversions import ObjectShape, grasps_to_msg, scene_to_msg
+    from zerograsp_ros.nodes.execution_node import pick_target_from_prediction
+    from zerograsp_ros.srv import PredictGrasps
+    T_base_camera, objects, grasps, objects_base = camera_scene()
+    header = Header(frame_id=CAMERA)
+    response = PredictGrasps.Response(success=True)
+    response.grasps = grasps_to_msg(grasps, header)
+    response.reconstruction = scene_to_msg(
+        [ObjectShape(o.object_id, o.vertices[:4], np.zeros((4, 3)), o.vertices, o.faces, 0.005)
+         for o in objects], header)
+    target = pick_target_from_prediction(response)
+    target.object_id = 2
+    fake = FakeMoveIt(T_base_camera)
+    seq, _ = moveit_sequence(fake)
+    assert seq.run(target).success
+    applied = {c[1].id: c[1] for c in fake.calls if c[0] == 'apply'}
+    for obj in objects_base:
+        mesh = applied[f'object_{obj.object_id}'].meshes[0]
+        verts = np.array([[p.x, p.y, p.z] for p in mesh.vertices])
+        np.testing.assert_allclose(verts, obj.vertices, atol=2e-6)   # float32 round trip
+    response.reconstruction.header = Header(frame_id='some_other_frame')
+    with pytest.raises(InputError, match='differs'):
+        pick_target_from_prediction(response)

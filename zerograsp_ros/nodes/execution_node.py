@@ -77,6 +77,17 @@ def default_parameters() -> dict:
     return dict(data['execution_node']['ros__parameters'])
 
 
+def pick_target_from_prediction(response) -> PickTarget:
+    """PredictGrasps response -> pick target: grasps + reconstructed meshes, camera frame."""
+    frame = response.grasps.header.frame_id
+    if response.reconstruction.objects and response.reconstruction.header.frame_id != frame:
+        raise InputError(f"reconstruction frame '{response.reconstruction.header.frame_id}' "
+                         f"differs from the grasps' frame '{frame}'")
+    objects = [ReconstructedObject(o.object_id, o.vertices, o.faces, o.points)
+               for o in msg_to_scene(response.reconstruction)]
+    return PickTarget(msg_to_grasps(response.grasps), frame, objects)
+
+
 class ExecutionNode(Node):
     """Serves /pick; `backend` may be injected (tests), else built from parameters."""
 
@@ -187,10 +198,10 @@ class ExecutionNode(Node):
                               float(self.p('predict_timeout')), 'grasp prediction')
         if not res.success:
             raise ExecutionError(f'grasp prediction failed: {res.message}')
-        objects = [ReconstructedObject(o.object_id, o.vertices, o.faces, o.points)
-                   for o in msg_to_scene(res.reconstruction)]
-        return PickTarget(msg_to_grasps(res.grasps), res.grasps.header.frame_id, objects), \
-            res.message
+        try:
+            return pick_target_from_prediction(res), res.message
+        except InputError as exc:  # the perception side sent something unusable
+            raise ExecutionError(f'unusable grasp prediction: {exc}') from exc
 
     def _target(self, request) -> tuple[PickTarget, str]:
         if request.object_id < -1 or request.object_id == 0:
