@@ -903,26 +903,33 @@ def test_ros_moveit_backend_without_moveit_fails_loudly(ros):
         node.destroy_node()
 
 
-def _spawn(args, name):
+def _spawn(args):
     import os
     from pathlib import Path
     import subprocess
     import sys
+    import tempfile
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([str(repo), env.get('PYTHONPATH', '')])
-    return subprocess.Popen([sys.executable, *args], cwd=repo, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tempfile.TemporaryFile(mode='w+')   # a file, not a pipe nobody drains
+    proc = subprocess.Popen([sys.executable, *args], cwd=repo, env=env, text=True,
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
 
 
 def _stop(proc):
     import subprocess
     proc.terminate()
     try:
-        out, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        proc.wait()
+    proc.log.seek(0)
+    out = proc.log.read()
+    proc.log.close()
     return out
 
 
@@ -945,8 +952,8 @@ def test_ros_full_pick_lifts_objects_in_the_simulated_cell(ros):
     pytest.importorskip('pybullet')
     from zerograsp_ros.srv import PickObject, SimGripper, SimResetScene
     sim = _spawn(['-m', 'zerograsp_ros.nodes.sim_cell_node', '--ros-args', '-p',
-                  'publish_rate_hz:=2.0'], 'sim_cell_node')
-    server = _spawn(['test/support/baseline_grasp_server.py'], 'baseline_grasp_server')
+                  'publish_rate_hz:=2.0'])
+    server = _spawn(['test/support/baseline_grasp_server.py'])
     node = None
     try:
         # Keep the object in the fingers (no drop into the sim's bin) to check the hold.
