@@ -5,8 +5,8 @@ Two server processes in this module's private ROS domain:
 - a lone grasp node in namespace /lone (no camera, no refinement node).
 The test process is the separate client.
 
-Checkpoint: the shipped checkpoints/zerograsp_cpu.pt when present, else a
-random-init model (the brief's stand-in until the trained weights land). What
+Checkpoint: the shipped checkpoints/zerograsp_cpu.pt (or $ZEROGRASP_TEST_CHECKPOINT) when
+present, else a random-init model (the stand-in until the trained weights land). What
 "grasps on the objects" means here: a refined grasp closes on reconstructed or
 visible points (refinement's contact constraint), so its TCP lies within half its
 width (plus the reconstruction error) of the object's true surface. That is
@@ -28,7 +28,9 @@ pytestmark = pytest.mark.ros
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / 'samples' / 'tabletop'
-TRAINED = REPO / 'checkpoints' / 'zerograsp_cpu.pt'
+# Trained weights: the shipped checkpoint, or ZEROGRASP_TEST_CHECKPOINT (e.g. a training run's).
+TRAINED = Path(os.environ.get('ZEROGRASP_TEST_CHECKPOINT',
+                              REPO / 'checkpoints' / 'zerograsp_cpu.pt'))
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -144,19 +146,24 @@ def _sample_frame_msg():
 
 def _ground_truth_meshes():
     """Object meshes of the sample scene in the camera frame."""
-    import trimesh
-    import yaml
+    from zerograsp_ros.sim.scene import load_scene_meshes
 
-    scene = yaml.safe_load((SAMPLE / 'scene.yaml').read_text())
-    arrays = np.load(SAMPLE / 'objects.npz')
-    T_camera_world = np.linalg.inv(np.asarray(scene['T_world_camera']))
-    meshes = {}
-    for obj in scene['objects']:
-        k = int(obj['object_id'])
-        mesh = trimesh.Trimesh(arrays[f'vertices_{k}'], arrays[f'faces_{k}'], process=False)
-        mesh.apply_transform(T_camera_world @ np.asarray(obj['pose']))
-        meshes[k] = mesh
-    return meshes
+    meshes, T_world_camera = load_scene_meshes(SAMPLE)  # world-frame meshes
+    T_camera_world = np.linalg.inv(np.asarray(T_world_camera))
+    return {k: m.copy().apply_transform(T_camera_world) for k, m in meshes.items()}
+
+
+def _assert_on_reconstruction(grasps_msg, scene_msg, slack=0.005):
+    """Weights-independent: each grasp closes on reconstructed points of the scene."""
+    from scipy.spatial import cKDTree
+
+    from zerograsp_ros.nodes.conversions import msg_to_grasps, msg_to_scene, scene_points
+
+    g = msg_to_grasps(grasps_msg)
+    points, _ = scene_points(msg_to_scene(scene_msg))
+    assert len(points), 'no reconstructed points returned'
+    dist, _ = cKDTree(points).query(g.translations)
+    assert (dist <= g.widths / 2 + slack).all(), f'grasps off the reconstruction: {dist}'
 
 
 def _assert_on_objects(grasps_msg, meshes, slack=0.01):
@@ -319,11 +326,14 @@ def test_predict_grasps_end_to_end_on_the_replayed_sample(client):
         assert response.grasps.grasps and 'refined grasps' in response.message
         assert {'segmentation', 'refinement', 'total'} <= set(stages)
         assert len(response.reconstruction.objects) >= 3
+        _assert_on_reconstruction(response.grasps, response.reconstruction)
         _assert_on_objects(response.grasps, _ground_truth_meshes())
         expect = {Marker.TRIANGLE_LIST, Marker.LINE_LIST}
     else:
         # Random weights reconstruct (almost) nothing: refinement must then say why.
-        if not response.success:
+        if response.success:
+            _assert_on_reconstruction(response.grasps, response.reconstruction)
+        else:
             assert 'no grasp survived refinement' in response.message, response.message
             response = _predict_on_stream(client, PredictGrasps.Request(refine=False))
             assert response.success, response.message
