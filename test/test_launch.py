@@ -164,3 +164,73 @@ else:
     def test_pick_scene_launch_brings_up_the_services():
         pytest.skip('launch_pytest is not installed here (robot PC only); the same graph is '
                     'exercised launch-free by test_nodes_e2e.py and bringup --list')
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_launch_free_pick_scene_runs_on_the_simulated_cell(ros_domain, tmp_path):
+    """`bringup` (use_sim default): sim cell frames reach /predict_grasps; /pick is served."""
+    import signal
+    import time
+
+    import torch
+
+    from zerograsp_ros.model.checkpoint import save_checkpoint
+    from zerograsp_ros.model.config import preset
+    from zerograsp_ros.model.network import ZeroGraspNet
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / 'random_init.pt'  # the outcome here does not depend on weights
+    save_checkpoint(checkpoint, ZeroGraspNet(preset('cpu')), preset('cpu'))
+    params = tmp_path / 'params.yaml'
+    params.write_text('grasp_node:\n  ros__parameters:\n    torch_threads: 1\n')
+    log_path = tmp_path / 'bringup.log'
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--checkpoint',
+             str(checkpoint), '--device', 'cpu', '--no-visualization', '--params-file',
+             str(params)], stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO),
+            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    import rclpy
+
+    from zerograsp_ros.srv import PickObject, PredictGrasps, SimResetScene
+
+    rclpy.init()
+    try:
+        deadline = time.monotonic() + 240
+        while '[bringup] running' not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        assert 'sim_cell_node' in log_path.read_text() and 'execution_node' in \
+            log_path.read_text()
+        node = rclpy.create_node('pick_scene_probe')
+        for srv, name in ((PickObject, '/pick'), (SimResetScene, '/sim_cell/reset_scene')):
+            assert node.create_client(srv, name).wait_for_service(timeout_sec=60.0), name
+        client = node.create_client(PredictGrasps, '/predict_grasps')
+        assert client.wait_for_service(timeout_sec=60.0)
+        while True:  # the first sim frame may still be on its way
+            future = client.call_async(PredictGrasps.Request(refine=False))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=180.0)
+            response = future.result()
+            if response.success or 'no recent frame' not in response.message \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        # A simulated frame went camera_node -> segmentation -> the model (random weights
+        # may propose nothing: that is a clear answer too, not a missing frame or a crash).
+        assert 'no recent frame' not in response.message
+        assert 'internal error' not in response.message
+        assert {'segmentation', 'decoder'} <= set(response.stage_names), response.message
+        if response.success:
+            assert response.grasps.header.frame_id == 'camera_color_optical_frame'
+        else:
+            assert 'the model proposed no grasp' in response.message
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
