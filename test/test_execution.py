@@ -160,6 +160,9 @@ class Future:
     def add_done_callback(self, cb):
         cb(self)
 
+    def exception(self):
+        return None
+
     def result(self):
         return self.value
 
@@ -843,7 +846,7 @@ def start_execution_node(ros, name, **params):
 
 
 def call(ros, srv_type, name, request, timeout=120.0):
-    from zerograsp_ros.execution.sim_backend import wait_for_future
+    from zerograsp_ros.execution.backends import wait_for_future
     client = ros.client.create_client(srv_type, name)
     try:
         assert client.wait_for_service(timeout_sec=30.0), f'{name} never appeared'

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+import threading
 
 import numpy as np
 
@@ -105,3 +106,15 @@ class ExecutionBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release resources (clients, threads)."""
+
+
+def wait_for_future(future, timeout: float, what: str):
+    """Block this thread until an rclpy future completes (the executor spins elsewhere)."""
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout):
+        future.cancel()
+        raise ExecutionError(f'{what}: no answer within {timeout:.1f} s')
+    if future.exception() is not None:
+        raise ExecutionError(f'{what}: {future.exception()}')
+    return future.result()

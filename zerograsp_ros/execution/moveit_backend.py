@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import os
-import threading
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -30,6 +29,7 @@ from zerograsp_ros.execution.backends import (
     ExecutionError,
     GripperResult,
     MotionResult,
+    wait_for_future,
 )
 from zerograsp_ros.execution.robot import RobotPreset
 
@@ -125,14 +125,6 @@ def _store_acm(scene, acm) -> None:
         scene.allowed_collision_matrix = acm
     except AttributeError:  # read-only property: the reference was edited in place
         pass
-
-
-def _wait(future, timeout: float, what: str):
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    if not done.wait(timeout):
-        raise ExecutionError(f'{what}: no answer within {timeout:.1f} s')
-    return future.result()
 
 
 class MoveItBackend(ExecutionBackend):
@@ -342,12 +334,13 @@ class MoveItBackend(ExecutionBackend):
             return GripperResult(False, float('nan'), None,
                                  f'gripper action {grip.action_name} is not available')
         try:
-            handle = _wait(self.gripper_client.send_goal_async(self.gripper_goal(width,
-                                                                                 max_effort)),
-                           grip.action_timeout, 'gripper goal')
+            goal = self.gripper_goal(width, max_effort)
+            handle = wait_for_future(self.gripper_client.send_goal_async(goal),
+                                     grip.action_timeout, 'gripper goal')
             if not handle.accepted:
                 return GripperResult(False, float('nan'), None, 'gripper goal rejected')
-            response = _wait(handle.get_result_async(), grip.action_timeout, 'gripper result')
+            response = wait_for_future(handle.get_result_async(), grip.action_timeout,
+                                       'gripper result')
         except ExecutionError as exc:
             return GripperResult(False, float('nan'), None, str(exc))
         res = response.result

@@ -15,7 +15,6 @@ moveit_py adapter), so this module imports without ROS.
 from __future__ import annotations
 
 from pathlib import Path
-import threading
 
 import numpy as np
 
@@ -27,19 +26,8 @@ from zerograsp_ros.execution.backends import (
     ExecutionError,
     GripperResult,
     MotionResult,
+    wait_for_future,
 )
-
-
-def wait_for_future(future, timeout: float, what: str):
-    """Block this thread until an rclpy future completes (the executor spins elsewhere)."""
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    if not done.wait(timeout):
-        future.cancel()
-        raise ExecutionError(f'{what}: no answer within {timeout:.1f} s')
-    if future.exception() is not None:
-        raise ExecutionError(f'{what}: {future.exception()}')
-    return future.result()
 
 
 class _SimPlanningScene:

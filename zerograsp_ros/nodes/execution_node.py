@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 import yaml
 
 from zerograsp_ros.errors import InputError
-from zerograsp_ros.execution.backends import CollisionBox, ExecutionError
+from zerograsp_ros.execution.backends import CollisionBox, ExecutionError, wait_for_future
 from zerograsp_ros.execution.pick import (
     LIFT_MODES,
     PickConfig,
@@ -30,7 +30,6 @@ from zerograsp_ros.execution.pick import (
     ReconstructedObject,
 )
 from zerograsp_ros.execution.robot import config_dir, load_robot_preset
-from zerograsp_ros.execution.sim_backend import wait_for_future
 from zerograsp_ros.msg import GraspArray
 from zerograsp_ros.nodes.conversions import grasps_to_msg, msg_to_grasps, msg_to_scene
 from zerograsp_ros.srv import PickObject, PredictGrasps
