@@ -171,7 +171,7 @@ class FakeMoveIt:
     """Records every call the adapter makes to moveit_py, the gripper action and tf2."""
 
     def __init__(self, T_base_camera, object_width=0.04, reject=lambda goal, params: False,
-                 scene_error=None, distro='jazzy'):
+                 scene_error=None, distro='jazzy', moveit_error=None):
         from geometry_msgs.msg import Point, Pose, PoseStamped
         from shape_msgs.msg import Mesh, MeshTriangle, SolidPrimitive
         from std_msgs.msg import Header
@@ -180,6 +180,7 @@ class FakeMoveIt:
         self.object_width = object_width      # None = nothing between the fingers
         self.reject = reject
         self.scene_error = scene_error
+        self.moveit_error = moveit_error
         rec = self.calls
         fake = self
 
@@ -249,7 +250,9 @@ class FakeMoveIt:
                 return SimpleNamespace(trajectory=Trajectory(self.goal))
 
         class MoveItPy:
-            def __init__(self, node_name):
+            def __init__(self, node_name, launch_params_filepaths=None):
+                if fake.moveit_error:
+                    raise RuntimeError(fake.moveit_error)
                 rec.append(('moveit_py', node_name))
 
             def get_planning_component(self, group):
@@ -565,6 +568,13 @@ def test_moveit_adapter_humble_execute_and_parallel_gripper_command():
     cmd = [c[1] for c in fake.calls if c[0] == 'gripper_goal'][1]
     assert cmd.name == [preset.gripper.joint_name]
     assert cmd.position == [pytest.approx(preset.gripper.knuckle_closed)]
+
+
+def test_moveit_adapter_without_its_configuration_fails_loudly():
+    from zerograsp_ros.execution.moveit_backend import MoveItBackend
+    fake = FakeMoveIt(np.eye(4), moveit_error='Unable to find robot_description')
+    with pytest.raises(ExecutionError, match='robot_description.*moveit_cpp'):
+        MoveItBackend(None, load_robot_preset('panda'), api=fake.api)
 
 
 def test_moveit_live_adapter():

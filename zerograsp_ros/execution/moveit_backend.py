@@ -134,14 +134,21 @@ class MoveItBackend(ExecutionBackend):
 
     def __init__(self, node, robot: RobotPreset, api: MoveItApi | None = None,
                  moveit_node_name: str = 'zerograsp_moveit_py', tf_timeout: float = 1.0,
-                 callback_group=None):
+                 callback_group=None, moveit_params_file: str = ''):
         self.api = api or load_moveit_api()
         self.node = node
         self.preset = robot
         self.planning_frame = robot.base_frame
         self.tf_timeout = float(tf_timeout)
-        self.robot = self.api.MoveItPy(node_name=moveit_node_name)
-        self.arm = self.robot.get_planning_component(robot.planning_group)
+        kwargs = {'launch_params_filepaths': [moveit_params_file]} if moveit_params_file else {}
+        try:
+            self.robot = self.api.MoveItPy(node_name=moveit_node_name, **kwargs)
+            self.arm = self.robot.get_planning_component(robot.planning_group)
+        except Exception as exc:  # MoveItPy raises RuntimeError for a missing configuration
+            raise ExecutionError(
+                f'MoveItPy could not start for group {robot.planning_group!r}: {exc}. It needs '
+                'the robot description and the moveit_cpp parameters (config/moveit_cpp.yaml; '
+                'pass moveit_config.to_dict() to this node, or set moveit_params_file)') from exc
         self.scene_monitor = self.robot.get_planning_scene_monitor()
         self.tf_buffer = self.api.make_tf_buffer(node)
         grip = robot.gripper

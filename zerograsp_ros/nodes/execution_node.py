@@ -67,6 +67,9 @@ PARAMETERS = {
     'service_timeout': 'seconds per sim-cell / gripper call',
     'moveit_node_name': "MoveItPy's node name (moveit backend; give it the moveit_cpp "
                         'parameters, config/moveit_cpp.yaml)',
+    'moveit_params_file': "moveit backend: a ROS parameter file with the robot description "
+                          "and moveit_cpp parameters for MoveItPy ('' = this process's "
+                          'parameters, e.g. moveit_config.to_dict() from a launch file)',
 }
 
 
@@ -182,7 +185,8 @@ class ExecutionNode(Node):
         if kind == 'moveit':
             from zerograsp_ros.execution.moveit_backend import MoveItBackend
             return MoveItBackend(self, self.robot, moveit_node_name=self.p('moveit_node_name'),
-                                 callback_group=self.client_group)
+                                 callback_group=self.client_group,
+                                 moveit_params_file=self.p('moveit_params_file'))
         raise InputError(f"backend must be 'sim' or 'moveit', got {kind!r}")
 
     # ----------------------------------------------------------------- /pick
