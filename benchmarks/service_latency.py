@@ -79,6 +79,10 @@ def main(argv=None) -> int:
     ap.add_argument('--checkpoint', default='',
                     help="'' = checkpoints/zerograsp_cpu.pt if shipped, else a random-init model")
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--stream-rate', type=float, default=0.1,
+                    help='replayed camera stream rate in the server [Hz] (background load)')
+    ap.add_argument('--weights-label', default='',
+                    help='how to name the weights in the results (default: the path)')
     ap.add_argument('--torch-threads', type=int, default=1,
                     help='torch CPU threads on both paths (grasp_node parameter torch_threads)')
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'service_latency'))
@@ -88,7 +92,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix='service_latency_'))  # random weights, log
-    checkpoint, weights = args.checkpoint, 'given'
+    checkpoint, weights = args.checkpoint, args.weights_label or f'given: {args.checkpoint}'
     if not checkpoint:
         trained = ROOT / 'checkpoints' / 'zerograsp_cpu.pt'
         if trained.is_file():
@@ -109,8 +113,12 @@ def main(argv=None) -> int:
     frame.labels = None
     pipeline = GraspPipeline.from_checkpoint(checkpoint, device=args.device)
     params = scratch / 'params.yaml'
+    # The request carries the frame; the replayed stream (and segmentation of every
+    # streamed frame) is slowed to stream_rate so that it does not load the server.
     params.write_text('grasp_node:\n  ros__parameters:\n'
-                      f'    torch_threads: {args.torch_threads}\n')
+                      f'    torch_threads: {args.torch_threads}\n'
+                      'camera_node:\n  ros__parameters:\n'
+                      f'    replay_rate: {args.stream_rate}\n')
     log_path = scratch / 'bringup.log'
     proc = start_graph(checkpoint, args.device, log_path, params)
     rclpy.init()
@@ -183,7 +191,7 @@ def main(argv=None) -> int:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'command': 'python ' + ' '.join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
         'weights': weights, 'device': args.device, 'frame': 'samples/tabletop (640x480)',
-        'torch_threads': args.torch_threads,
+        'torch_threads': args.torch_threads, 'stream_rate_hz': args.stream_rate,
         'dds': dds_p, 'in_process': local_p,
         'overhead_ratio_p50': round(dds_p['p50_s'] / local_p['p50_s'], 3),
         'overhead_ratio_p95': round(dds_p['p95_s'] / local_p['p95_s'], 3),
@@ -200,6 +208,8 @@ def main(argv=None) -> int:
                  'refinement_node and the grasps back, plus executor scheduling. '
                  'transport_overhead = client latency - time inside the grasp_node callback '
                  '(excludes the /refine_grasps round trip, which is inside the callback). '
+                 'The server also refits the table plane in refinement_node (the in-process '
+                 'pipeline reuses the segmentation plane). '
                  'Shared 2-core machine: absolute times move with the load of other jobs '
                  '(load_average_1min).',
     }
