@@ -8,8 +8,11 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
+# colcon's setup scripts read unset variables: source them without -u.
+set +u
 # shellcheck disable=SC1091
 source "$REPO/.ws/env.sh"
+set -u
 cd "$REPO"
 OUT="${ZEROGRASP_DEMO_OUT:-$REPO/demo_output}"
 mkdir -p "$OUT"

@@ -4,8 +4,11 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
+# colcon's setup scripts read unset variables: source them without -u.
+set +u
 # shellcheck disable=SC1091
 source "$REPO/.ws/env.sh"
+set -u
 cd "$REPO"
 # Tests import the colcon-installed package, i.e. what `ros2 run` users get.
 export PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg
