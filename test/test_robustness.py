@@ -42,7 +42,8 @@ RESULTS = REPO / 'benchmarks' / 'results' / 'robustness.json'
 NS = '/robust'
 sys.path.insert(0, str(Path(__file__).parent))
 
-ANSWER_TIMEOUT = 90.0     # no call may take longer (2 shared cores, model on CPU)
+# No call may take longer (2 shared cores, model on CPU; raise it on a crowded machine).
+ANSWER_TIMEOUT = float(os.environ.get('ROBUSTNESS_ANSWER_TIMEOUT', '120'))
 FAST_FAIL = 5.0           # "fail fast" answers (no frame, refinement gone) come within this
 STAGES = {'request', 'perception', 'transform', 'planning_scene', 'pre_grasp',
           'open_gripper', 'approach', 'grasp', 'lift', 'place', 'release'}
@@ -367,7 +368,7 @@ DEPTH_DEFECTS = ('none', 'nan_half', 'inf_rows', 'negative_half', 'all_nan', 'al
 GEOMETRY_DEFECTS = ('none', 'step_padded', 'step_short', 'data_truncated', 'color_size',
                     'info_size', 'k_zero', 'k_nan', 'big_endian_depth', 'empty_color')
 MASK_KINDS = ('none', 'truth', 'all_zero', 'wrong_size', 'inconsistent_ids', 'one_blob',
-              'negative_32sc1', 'float_encoding')
+              'negative_32sc1', 'float_encoding', 'sized_without_data', 'ids_without_labels')
 
 
 def _image(array, encoding, header):
@@ -512,6 +513,14 @@ def predict_requests(draw):
         request.masks.labels = numpy_to_image(np.where(truth > 0, -truth, 0).astype(np.int32),
                                               '32SC1', header)
         causes.append('negative')
+    elif masks_kind == 'sized_without_data':    # broken, must not mean 'segment it'
+        request.masks = labels_to_masks_msg(truth, header)
+        request.masks.labels.data = b''
+        causes.append('no data')
+    elif masks_kind == 'ids_without_labels':
+        request.masks.header = header
+        request.masks.object_ids = [1, 2]
+        causes.append('no data')
     elif masks_kind == 'float_encoding':
         request.masks.header = header
         request.masks.labels = numpy_to_image(truth.astype(np.float32), '32FC1', header)
@@ -578,7 +587,7 @@ GRASP_DEFECTS = ('none', 'nan_position', 'inf_width', 'zero_quaternion', 'tiny_q
 SCENE_DEFECTS = ('none', 'no_objects', 'no_points', 'nan_points', 'nan_normals',
                  'point_step_short', 'missing_field', 'truncated_cloud', 'bad_datatype',
                  'nan_voxel', 'duplicate_object')
-FRAME_KINDS = ('none', 'sample', 'bad_encoding', 'no_valid_depth')
+FRAME_KINDS = ('none', 'none', 'sample', 'bad_encoding', 'no_valid_depth')
 
 
 @st.composite
@@ -599,7 +608,7 @@ def refine_requests(draw):
     header = make_header('camera_color_optical_frame', 1.0)
     center = (0.0, 0.0, 0.6)
     # (grasps and reconstruction get their own header objects: messages share, not copy)
-    n = {'no_grasps': 0, 'many_grasps': 3000}.get(gd, draw(st.integers(1, 40)))
+    n = {'no_grasps': 0, 'many_grasps': 1500}.get(gd, draw(st.integers(1, 40)))
     grasps = grasps_to_msg(_top_down_grasps(center, n, rng),
                            make_header('camera_color_optical_frame', 1.0))
     g0 = grasps.grasps[0] if grasps.grasps else None
@@ -672,7 +681,7 @@ def refine_requests(draw):
     return Case(request, tags, causes, n)
 
 
-@settings(FUZZ, max_examples=60)
+@settings(FUZZ, max_examples=40)
 @given(case=refine_requests())
 def test_fuzzed_refine_requests_are_answered_with_a_cause_and_no_nan(client, servers, tally,
                                                                        case):
@@ -977,18 +986,23 @@ def test_refinement_node_down_then_back(client, servers, tally):
     assert 'not available' not in response.message and 'did not answer' not in \
         response.message, response.message
 
+    # What the same request costs without refinement, on this machine, now.
+    unrefined, base = client.call('predict', PredictGrasps.Request(frame=sample_msg(),
+                                                                   refine=False))
+    assert_answer(unrefined, base, 'no refinement')
+    bound = 20.0 + 2 * base + 5.0                    # refine_timeout 20 s + prediction
     proc, log = servers['refinement']
     _stop(proc, log, signal.SIGKILL)                 # a crash, not a clean shutdown
     timings = {}
     # The first request may still see the dead server (DDS lease): refine_timeout bounds it.
     response, seconds = ask()
     tally.record('predict_grasps', response, seconds, ['refinement_killed'])
-    assert_answer(response, seconds, 'refinement killed', bound=20.0 + 10.0)
+    assert_answer(response, seconds, 'refinement killed', bound=bound)
     assert not response.success
     assert 'not available' in response.message or 'did not answer' in response.message
     timings['first_request_seconds'] = round(seconds, 2)
     response, seconds = ask()
-    assert_answer(response, seconds, 'refinement gone', bound=20.0 + 10.0)
+    assert_answer(response, seconds, 'refinement gone', bound=bound)
     assert not response.success and '/refine_grasps' in response.message, response.message
     response, seconds = ask(allow_unrefined=True)
     tally.record('predict_grasps', response, seconds, ['refinement_killed_allow_unrefined'])
