@@ -112,6 +112,14 @@ def test_judge_detects_a_neighbour_in_the_finger():
     assert j.collision[0]
 
 
+def test_no_candidates_give_empty_labels():
+    shapes, cfg, geo = _scene([box_on_table((0.03, 0.03, 0.03))])
+    none = label_object_grasps(np.zeros((0, 3)), np.zeros((0, 3)), 0, geo, cfg)
+    assert len(none.points) == 0 and none.valid.shape == (0,)
+    j = judge_grasps(np.zeros((0, 3, 3)), np.zeros((0, 3)), np.zeros(0), geo, cfg.gripper)
+    assert j.collision.shape == (0,)
+
+
 def test_evaluation_width_is_respected():
     box = box_on_table((0.03, 0.06, 0.08))
     _, cfg, geo = _scene([box])

@@ -15,7 +15,9 @@ directions' |n . n_nearest|. Methods on the same objects:
   * mirror: visible points plus their copy rotated 180 deg about a vertical
     (table normal) axis placed half the visible width behind the visible
     front (a rotational-symmetry heuristic, see `mirror_completion`).
-Grasps: the model's grasps per scene, sorted by score, judged by the same
+Grasps: the model's grasps per scene, sorted by score ('grasps': raw network
+output; 'grasps_refined': after the pipeline's refinement on the
+reconstruction, `grasp.refinement.refine_grasps`), judged by the same
 check that labels the data (`labels.judge_grasps`: 2F-85-like gripper boxes
 against every scene mesh + the table, antipodal force closure). Precision@k
 counts top-k grasps that are collision-free, non-empty and force-closure at
@@ -148,7 +150,7 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
     if predictor is None and checkpoint is not None:
         predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device)
     n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
-    rows, grasp_rows, times = [], [], []
+    rows, grasp_rows, refined_rows, times = [], [], [], []
     for si in tqdm(range(n), desc='evaluating scenes', unit='scene', disable=not progress,
                    file=sys.stdout):
         rec = ds.record(si)
@@ -185,14 +187,66 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
             row['depth_scale'] = scale
             rows.append(row)
         if pred is not None and len(pred.grasps):
+            geometry = scene_geometry(rec)
             ranked = pred.grasps.sorted_by_score().subset(slice(0, max(TOP_K)))
-            ok = grasp_success(ranked, rec)
+            ok = grasp_success(ranked, rec, geometry)
             grasp_rows.append({'scene': si, 'success': ok.tolist(),
                                'scores': ranked.scores.tolist()})
-    return summarise(rows, grasp_rows, times)
+            refined = refine_on_reconstruction(pred, rec)
+            if len(refined):
+                ok = grasp_success(refined.subset(slice(0, max(TOP_K))), rec, geometry)
+                refined_rows.append({'scene': si, 'success': ok.tolist()})
+    return summarise(rows, grasp_rows, times, refined_rows)
 
 
-def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float]) -> dict:
+def refine_on_reconstruction(pred, record: SceneRecord):
+    """The pipeline's refinement (contacts, collision vs reconstruction + depth, NMS).
+
+    The table plane is fitted to the observed table pixels (as a robot would),
+    not taken from the ground truth.
+    """
+    import open3d as o3d
+
+    from zerograsp_ros.grasp.refinement import refine_grasps
+
+    frame = record.frame()
+    objects = [o for o in pred.objects if len(o.points)]
+    if not objects:
+        return pred.grasps.subset(slice(0, 0))
+    obj_pts = np.concatenate([o.points for o in objects])
+    obj_ids = np.concatenate([np.full(len(o.points), o.object_id) for o in objects])
+    scene_pts = unproject(frame.depth, frame.intrinsics)
+    table = unproject(frame.depth, frame.intrinsics, mask=frame.labels == 0)
+    plane = None
+    if len(table) > 100:
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(table.astype(np.float64)))
+        model, _ = pc.segment_plane(0.005, 3, 200)
+        plane = np.asarray(model, dtype=np.float64)
+        if plane[:3] @ np.array([0.0, 0.0, -1.0]) < 0:  # normal towards the camera = up
+            plane = -plane
+    result = refine_grasps(pred.grasps, obj_pts, obj_ids, scene_points=scene_pts[::4],
+                           table_plane=plane, max_grasps=max(TOP_K))
+    return result.grasps
+
+
+def _precision(grasp_rows: list[dict]) -> dict:
+    mu_i = FRICTION_COEFFICIENTS.index(PRECISION_MU)
+    out = {'scenes': len(grasp_rows), 'mu': PRECISION_MU}
+    for k in TOP_K:
+        hits = [np.asarray(g['success'])[:k, mu_i] for g in grasp_rows]
+        out[f'precision@{k}'] = float(np.mean(np.concatenate(hits)))
+    ap = []
+    for g in grasp_rows:
+        s = np.asarray(g['success'], dtype=float)
+        ap.append(np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)], axis=0))
+    out['ap_mu_0.2_to_1.2_k_1_to_10'] = float(np.mean(ap))
+    out['ap_per_mu'] = dict(zip(map(str, FRICTION_COEFFICIENTS),
+                                np.mean(ap, axis=0).round(4).tolist()))
+    return out
+
+
+def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float],
+              refined_rows: list[dict] | None = None) -> dict:
     methods = [m for m in ('model', 'visible', 'mirror') if any(m in r for r in rows)]
     common = [r for r in rows if all(m in r for m in methods)]
     tables = {}
@@ -210,19 +264,10 @@ def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float]) -> d
            if 'model' in methods else None,
            **tables, 'f1_threshold_m': F1_THRESHOLD_M}
     if grasp_rows:
-        mu_i = FRICTION_COEFFICIENTS.index(PRECISION_MU)
-        prec = {}
-        for k in TOP_K:
-            hits = [np.asarray(g['success'])[:k, mu_i] for g in grasp_rows]
-            prec[f'precision@{k}'] = float(np.mean(np.concatenate(hits)))
-        ap = []
-        for g in grasp_rows:
-            s = np.asarray(g['success'], dtype=float)
-            ap.append(np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)], axis=0))
-        out['grasps'] = {'scenes': len(grasp_rows), 'mu': PRECISION_MU, **prec,
-                         'ap_mu_0.2_to_1.2_k_1_to_10': float(np.mean(ap)),
-                         'ap_per_mu': dict(zip(map(str, FRICTION_COEFFICIENTS),
-                                               np.mean(ap, axis=0).round(4).tolist()))}
+        out['grasps'] = _precision(grasp_rows)
+    if refined_rows:
+        out['grasps_refined'] = _precision(refined_rows)
+        out['grasps_refined']['scenes_without_survivors'] = len(grasp_rows) - len(refined_rows)
     if times:
         out['model_seconds_per_frame'] = float(np.mean(times))
     out['per_object'] = rows
