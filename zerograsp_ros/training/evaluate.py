@@ -316,7 +316,11 @@ def main(argv=None) -> None:
     ap.add_argument('--out', default='benchmarks/results/reconstruction_eval.json')
     ap.add_argument('--max-scenes', type=int, default=None)
     ap.add_argument('--device', default='auto')
+    ap.add_argument('--threads', type=int, default=1, help='torch CPU threads (0 = default)')
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     result = evaluate(args.checkpoint, args.data, args.max_scenes, args.device)
     cmd = 'python -m zerograsp_ros.training.evaluate ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
