@@ -253,6 +253,49 @@ def train(args) -> dict:
     return summary
 
 
+def plot_training_curve(run_dir: str | Path, png: str | Path | None = None) -> Path:
+    """Loss terms and validation metrics of a run (metrics.jsonl) as a PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = [json.loads(line) for line in (run_dir / 'metrics.jsonl').read_text().splitlines()
+            if line.strip()]
+    # a resumed run repeats the steps after its last checkpoint: keep the latest entry per step
+    train_rows = sorted({r['step']: r for r in rows if r['kind'] == 'train'}.values(),
+                        key=lambda r: r['step'])
+    val_rows = sorted({r['step']: r for r in rows if r['kind'] == 'val' and 'val_f1' in r
+                       }.values(), key=lambda r: r['step'])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    steps = [r['step'] for r in train_rows]
+    for key in ('loss', 'occupancy', 'normal', 'sdf', 'quality'):
+        if train_rows and key in train_rows[0]:
+            vals = np.array([r.get(key, np.nan) for r in train_rows])
+            k = max(1, len(vals) // 100)   # running mean over ~1 % of the run
+            smooth = np.convolve(vals, np.ones(k) / k, mode='same')
+            ax1.plot(steps, smooth, label=key)
+    ax1.set_xlabel('step')
+    ax1.set_yscale('log')
+    ax1.set_title('training loss terms (running mean)', fontsize=9)
+    ax1.legend(fontsize=7)
+    if val_rows:
+        vs = [r['step'] for r in val_rows]
+        ax2.plot(vs, [r['val_f1'] for r in val_rows], 'o-', label='F-1 @ 1 cm')
+        ax2.plot(vs, [r['val_nc'] for r in val_rows], 's-', label='normal consistency')
+        ax2b = ax2.twinx()
+        ax2b.plot(vs, [r['val_cd_mm'] for r in val_rows], 'r^--', label='CD [mm]')
+        ax2b.set_ylabel('Chamfer distance [mm]', color='r')
+        ax2.legend(fontsize=7, loc='lower right')
+    ax2.set_xlabel('step')
+    ax2.set_title('validation (sensor frame, unseen val objects)', fontsize=9)
+    fig.tight_layout()
+    png = Path(png) if png else run_dir / 'training_curve.png'
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description='Train ZeroGraspNet on generated shards.')
     ap.add_argument('--data', required=True, help='data set root holding train/ (and val/)')
