@@ -15,14 +15,15 @@ average 6-11): leaves at depth 7 (10 mm) took 1.5 s with bottleneck 2; depth 8
 (80 mm, 64 channels), channels by depth 64,64,64,64,64,48,32,24,16, one residual
 block per depth, bottleneck 4, image features 16, CVAE MLP 2 x 128, 2 transformer
 blocks of 2 heads x 24, occlusion fields B = 4 with 16 channels; 0.31 M
-parameters. benchmarks/model_latency.py measured a training step at 1.6 s median
-(load average 11) and inference at 0.2 s (1 object), 0.7-3 s (5) and 1.3 s (10).
-With 2 OpenMP threads the same step ran 2.5-12 s while other jobs held the cores:
-set torch.set_num_threads(1) on a shared machine. Decoding only the region around
+parameters. With 2 OpenMP threads the same step ran 2.5-12 s while other jobs held
+the cores: set torch.set_num_threads(1) on a shared machine. Decoding only the region around
 the input (children of its occupied 160 mm cells, dilated by one cell) instead of
 the full 16^3 latent grid cut the CPU time of a training step on the data set's
 scenes (5-8 objects) from 0.7-1.1 s to 0.45-0.65 s; the cpu preset uses it, the
-paper preset keeps the full grid.
+paper preset keeps the full grid. benchmarks/model_latency.py (process CPU time,
+one thread, about the wall time on an idle core): training step 0.47 s (5
+objects); inference 0.06 s (1 object), 0.21 s (5), 0.39 s (10) with a trained-size
+octree; the paper preset 1.5 s for 5 objects.
 
 Ablation switches (all presets): use_cvae, use_multi_object_encoder,
 use_occlusion_fields.
