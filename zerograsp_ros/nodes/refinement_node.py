@@ -37,6 +37,10 @@ class RefinementNode(Node):
                                   lambda v: v >= 1, 'an integer >= 1')
         self.device = declare(self, 'device', 'cpu', "Torch device for the collision checks "
                               "('cpu', 'cuda[:N]' or 'auto')")
+        self.torch_threads = declare(self, 'torch_threads', 0,
+                                     'CPU threads torch may use for the collision checks '
+                                     '(0 = torch default; 1 is fastest on small, busy machines)',
+                                     lambda v: v >= 0, 'an integer >= 0')
         self.use_table_plane = declare(self, 'use_table_plane', True,
                                        'Fit the table plane on the request frame and reject '
                                        'grasps through it')
@@ -65,6 +69,10 @@ class RefinementNode(Node):
         return response
 
     def _refine(self, request, response):
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)  # per thread (OpenMP): set it here
         grasps = msg_to_grasps(request.grasps)
         objects = msg_to_scene(request.reconstruction)
         if not objects:
