@@ -16,7 +16,8 @@ set -u
 cd "$REPO"
 OUT="${ZEROGRASP_DEMO_OUT:-$REPO/demo_output}"
 mkdir -p "$OUT"
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((100 + RANDOM % 100))}"
+# A domain of its own (the tests use 1-200).
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((201 + RANDOM % 30))}"
 LIB="$REPO/.ws/install/zerograsp_ros/lib/zerograsp_ros"
 echo "[demo] starting the node graph (log: $OUT/bringup.log, ROS_DOMAIN_ID=$ROS_DOMAIN_ID)"
 "$LIB/bringup" > "$OUT/bringup.log" 2>&1 &

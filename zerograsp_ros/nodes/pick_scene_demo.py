@@ -87,11 +87,19 @@ def main(args=None):
             res = _call(node, reset, SimResetScene.Request(seed=opts.seed,
                                                            num_objects=opts.objects), 120.0)
             log.info(f'scene reset: {res.message} objects {list(res.object_ids)}')
-            frames.clear()
-        deadline = time.monotonic() + 30.0
-        while not frames and time.monotonic() < deadline:
+        # Draw (and predict on) a frame taken after the reset: one rendered while
+        # the scene was being rebuilt may show an empty table.
+        not_before = time.time() + 0.5
+        frames.clear()
+        deadline = time.monotonic() + 60.0
+        frame_msg = None
+        while frame_msg is None and time.monotonic() < deadline:
             rclpy.spin_once(node, timeout_sec=0.2)
-        frame_msg = frames[-1] if frames else None
+            fresh = [m for m in frames
+                     if m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec > not_before]
+            frame_msg = fresh[-1] if fresh else None
+        if frame_msg is None:
+            log.warning('no camera frame arrived within 60 s; predicting on the latest one')
         t0 = time.perf_counter()
         req = PredictGrasps.Request(refine=True, return_reconstruction=True, max_grasps=20)
         if frame_msg is not None:
