@@ -8,13 +8,9 @@ MultiThreadedExecutor the service can wait on its clients' futures.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 import yaml
@@ -279,20 +275,10 @@ class ExecutionNode(Node):
 
 
 def main(args=None):
-    rclpy.init(args=args)
-    node = ExecutionNode()
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    from zerograsp_ros.nodes.bringup import run_single_node
+    return run_single_node(ExecutionNode, args)
 
 
 if __name__ == '__main__':
-    threading.current_thread().name = 'execution_node'
-    main()
+    import sys
+    sys.exit(main())
