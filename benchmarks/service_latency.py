@@ -84,7 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument('--weights-label', default='',
                     help='how to name the weights in the results (default: the path)')
     ap.add_argument('--torch-threads', type=int, default=1,
-                    help='torch CPU threads on both paths (grasp_node parameter torch_threads)')
+                    help='torch CPU threads on both paths (grasp_node and refinement_node '
+                         'parameter torch_threads)')
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'service_latency'))
     args = ap.parse_args(argv)
     from tqdm import tqdm
@@ -116,6 +117,8 @@ def main(argv=None) -> int:
     # The request carries the frame; the replayed stream (and segmentation of every
     # streamed frame) is slowed to stream_rate so that it does not load the server.
     params.write_text('grasp_node:\n  ros__parameters:\n'
+                      f'    torch_threads: {args.torch_threads}\n'
+                      'refinement_node:\n  ros__parameters:\n'
                       f'    torch_threads: {args.torch_threads}\n'
                       'camera_node:\n  ros__parameters:\n'
                       f'    replay_rate: {args.stream_rate}\n')
