@@ -5,10 +5,11 @@
 
 The perception graph runs as `bringup --perception-only` in its own process (camera
 replaying samples/tabletop, segmentation, grasp, refinement and visualisation nodes),
-in a private ROS domain. Each call is a default request (the latest replayed frame,
-refined), so the frame queue, masks, refinement round trip and the published results
-are all exercised. After every call the graph process's resident set size (VmRSS) is
-read from /proc. Warm-up calls (allocator and torch caches filling) are left out of
+in a private ROS domain. Each call is a default request (refined) carrying the sample
+frame itself, so the frame travels over DDS every time and the outcome does not depend
+on the replay keeping pace on a crowded machine (`--latest-frame` asks for the camera's
+latest frame instead). After every call the graph process's resident set size (VmRSS)
+is read from /proc. Warm-up calls (allocator and torch caches filling) are left out of
 the drift figures.
 
 Checkpoint: checkpoints/zerograsp_cpu.pt when present, else a random-init model of
@@ -51,15 +52,19 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f'no VmRSS for process {pid}')
 
 
-def random_init_checkpoint(path: Path) -> str:
+def random_init_checkpoint(path: Path, depth: int = 0) -> str:
+    """Random-init model of the cpu preset; depth > 0 = that finest octree depth (cheaper)."""
     import torch
 
     from zerograsp_ros.model.checkpoint import save_checkpoint
     from zerograsp_ros.model.config import preset
     from zerograsp_ros.model.network import ZeroGraspNet
 
+    cfg = preset('cpu')
+    if depth:
+        cfg = cfg.replace(depth=depth, channels=cfg.channels[:depth + 1])
     torch.manual_seed(0)
-    save_checkpoint(path, ZeroGraspNet(preset('cpu')), preset('cpu'))
+    save_checkpoint(path, ZeroGraspNet(cfg), cfg)
     return str(path)
 
 
@@ -142,6 +147,11 @@ def main(argv=None) -> int:
     p.add_argument('--warmup', type=int, default=10, help='calls left out of the drift figures')
     p.add_argument('--checkpoint', default='', help='default: the trained one, else random init')
     p.add_argument('--timeout', type=float, default=120.0, help='per-call limit [s]')
+    p.add_argument('--small-model', action='store_true',
+                   help='random-init cpu preset at octree depth 6 (as the robustness suite): '
+                        'more calls per minute on a crowded machine')
+    p.add_argument('--latest-frame', action='store_true',
+                   help="ask for the replayed camera's latest frame instead of sending it")
     opts = p.parse_args(argv)
 
     from tqdm import tqdm
@@ -150,6 +160,9 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix='soak_predict_'))
     if opts.checkpoint:
         checkpoint, kind = opts.checkpoint, 'given'
+    elif opts.small_model:
+        checkpoint = random_init_checkpoint(tmp / 'random_init_depth6.pt', depth=6)
+        kind = "random init, preset 'cpu' at octree depth 6 (--small-model)"
     elif TRAINED.is_file():
         checkpoint, kind = str(TRAINED), 'trained (checkpoints/zerograsp_cpu.pt)'
     else:
@@ -158,7 +171,16 @@ def main(argv=None) -> int:
 
     import rclpy
 
+    from zerograsp_ros.geometry.rgbd import load_frame_dir
+    from zerograsp_ros.nodes.conversions import frame_to_rgbd_msg
     from zerograsp_ros.srv import PredictGrasps
+
+    sample = load_frame_dir(SAMPLE)
+
+    def request():
+        if opts.latest_frame:
+            return PredictGrasps.Request()
+        return PredictGrasps.Request(frame=frame_to_rgbd_msg(sample, stamp=time.time()))
 
     graph = start_graph(checkpoint, tmp / 'graph.log')
     rclpy.init()
@@ -170,10 +192,10 @@ def main(argv=None) -> int:
     try:
         if not client.wait_for_service(timeout_sec=60.0):
             raise SystemExit('/predict_grasps never appeared')
-        # Wait for the replayed camera: the first frame must have reached the grasp node.
+        # With --latest-frame: wait until the first replayed frame reached the grasp node.
         deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
-            future = client.call_async(PredictGrasps.Request())
+        while opts.latest_frame and time.monotonic() < deadline:
+            future = client.call_async(request())
             rclpy.spin_until_future_complete(node, future, timeout_sec=opts.timeout)
             if future.done() and 'no recent frame' not in future.result().message:
                 break
@@ -182,8 +204,9 @@ def main(argv=None) -> int:
             if opts.max_minutes and time.monotonic() - started > 60.0 * opts.max_minutes:
                 limited = True
                 break
+            req = request()
             t0 = time.perf_counter()
-            future = client.call_async(PredictGrasps.Request())
+            future = client.call_async(req)
             rclpy.spin_until_future_complete(node, future, timeout_sec=opts.timeout)
             latency.append(time.perf_counter() - t0)
             if graph.poll() is not None:
@@ -220,6 +243,8 @@ def main(argv=None) -> int:
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'command': 'python ' + ' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
         'checkpoint': kind,
+        'request': "the camera's latest frame" if opts.latest_frame else
+                   'the sample frame in every request (refine=true)',
         'calls_requested': opts.calls, 'calls_done': len(latency),
         'stopped_by_time_limit': limited, 'warmup_calls': warmup,
         'wall_seconds': round(time.monotonic() - started, 1),

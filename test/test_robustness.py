@@ -375,6 +375,11 @@ def _image(array, encoding, header):
     """An Image of any encoding string; unknown encodings carry the bytes of `array`."""
     from zerograsp_ros.nodes.conversions import IMAGE_ENCODINGS, numpy_to_image
 
+    dtype = IMAGE_ENCODINGS.get(encoding.lower(), (np.uint8, 1))[0]
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(np.asarray(array).dtype, np.floating):
+        info = np.iinfo(dtype)          # NaN/inf/out of range do not survive an integer cast
+        array = np.clip(np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0), info.min,
+                        info.max)
     if encoding.lower() in IMAGE_ENCODINGS:
         dtype, channels = IMAGE_ENCODINGS[encoding.lower()]
         a = np.asarray(array)
