@@ -249,11 +249,18 @@ def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float],
               refined_rows: list[dict] | None = None) -> dict:
     methods = [m for m in ('model', 'visible', 'mirror') if any(m in r for r in rows)]
     common = [r for r in rows if all(m in r for m in methods)]
+    from zerograsp_ros.sim.scene import PRIMITIVES
+    # mesh objects of the test split are never seen in training; primitive families are
+    # shared between splits (fresh random sizes), so they are also reported apart
+    unseen = [r for r in common if r['name'] not in PRIMITIVES]
     tables = {}
-    for suffix, name in (('', 'reconstruction'), ('@sensor', 'reconstruction_sensor_frame')):
-        recon = {}
+    for suffix, name, subset in (('', 'reconstruction', common),
+                                 ('@sensor', 'reconstruction_sensor_frame', common),
+                                 ('', 'reconstruction_unseen_meshes', unseen),
+                                 ('@sensor', 'reconstruction_unseen_meshes_sensor_frame', unseen)):
+        recon = {'objects': len(subset)}
         for m in methods:
-            vals = [r[m + suffix] for r in common]
+            vals = [r[m + suffix] for r in subset]
             recon[m] = {k: float(np.mean([v[k] for v in vals])) if vals else None
                         for k in ('cd_mm', 'f1', 'precision', 'recall', 'nc')}
             recon[m]['cd_mm_median'] = (float(np.median([v['cd_mm'] for v in vals]))
