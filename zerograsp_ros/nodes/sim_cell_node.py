@@ -15,6 +15,8 @@ published while a motion is being simulated.
 """
 from __future__ import annotations
 
+import threading
+
 from geometry_msgs.msg import PoseStamped
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -97,7 +99,15 @@ class SimCellNode(Node):
         ns = str(params['camera_namespace']).rstrip('/')
         self.cell = SimCell(self.config)
         self.cell.reset()
+        # pybullet is not thread-safe: every use of the cell holds this lock. The camera
+        # timer has its own group so a busy camera never starves the services, and it
+        # re-renders only when a service changed the scene (else it re-stamps the
+        # last images), which keeps the simulated camera cheap on small machines.
+        self._cell_lock = threading.Lock()
+        self._scene_version = 0
+        self._rendered = None  # (scene version, rgb, depth_mm, intrinsics)
         group = MutuallyExclusiveCallbackGroup()
+        camera_group = MutuallyExclusiveCallbackGroup()
         self.pub_color = self.create_publisher(Image, f'{ns}/color/image_raw', CAMERA_QOS)
         self.pub_color_info = self.create_publisher(CameraInfo, f'{ns}/color/camera_info',
                                                     CAMERA_QOS)
@@ -111,22 +121,45 @@ class SimCellNode(Node):
                             callback_group=group)
         self.create_service(SimResetScene, '/sim_cell/reset_scene', self._on_reset,
                             callback_group=group)
-        self.timer = self.create_timer(1.0 / self.rate, self.publish_frame, callback_group=group)
+        self.timer = self.create_timer(1.0 / self.rate, self.publish_frame,
+                                       callback_group=camera_group)
         self.get_logger().info(
             f'simulated cell up: {len(self.cell.object_ids())} objects, camera topics under '
             f'{ns}, services /sim_cell/{{move_tcp,gripper,reset_scene}}')
 
     # ------------------------------------------------------------------ camera
     def publish_frame(self) -> None:
-        frame = self.cell.capture()
+        if not self._cell_lock.acquire(blocking=False):
+            return  # the arm or gripper is moving: no frame this period
+        try:
+            if self._rendered is None or self._rendered[0] != self._scene_version:
+                frame = self.cell.capture()
+                depth_mm = np.nan_to_num(frame.depth, nan=0.0, posinf=0.0, neginf=0.0)
+                depth_mm = np.clip(np.round(depth_mm * 1000.0), 0, 65535).astype(np.uint16)
+                self._rendered = (self._scene_version, frame.rgb, depth_mm, frame.intrinsics)
+            _, rgb, depth_mm, intrinsics = self._rendered
+        finally:
+            self._cell_lock.release()
         header = make_header(self.config.camera_frame, self.get_clock().now().to_msg())
-        depth_mm = np.nan_to_num(frame.depth, nan=0.0, posinf=0.0, neginf=0.0)
-        depth_mm = np.clip(np.round(depth_mm * 1000.0), 0, 65535).astype(np.uint16)
-        info = intrinsics_to_camera_info(frame.intrinsics, header)
-        self.pub_color.publish(numpy_to_image(frame.rgb, 'rgb8', header))
+        info = intrinsics_to_camera_info(intrinsics, header)
+        self.pub_color.publish(numpy_to_image(rgb, 'rgb8', header))
         self.pub_color_info.publish(info)
         self.pub_depth.publish(numpy_to_image(depth_mm, '16UC1', header))
         self.pub_depth_info.publish(info)
+
+    def _changing_scene(self):
+        """Hold the cell for a service call and mark the scene for re-rendering."""
+        node = self
+
+        class _Hold:
+            def __enter__(self):
+                node._cell_lock.acquire()
+
+            def __exit__(self, *exc):
+                node._scene_version += 1
+                node._cell_lock.release()
+
+        return _Hold()
 
     # ------------------------------------------------------------------ services
     def _reached(self) -> PoseStamped:
@@ -143,31 +176,37 @@ class SimCellNode(Node):
                 raise InputError(f"target frame '{frame}' is not the cell's base frame "
                                  f"'{self.config.base_frame}'")
             T = pose_msg_to_matrix(request.target.pose)
-            ok, message = self.cell.move_tcp(T, straight_line=bool(request.straight_line),
-                                             dry_run=bool(request.dry_run))
+            with self._changing_scene():
+                ok, message = self.cell.move_tcp(T, straight_line=bool(request.straight_line),
+                                                 dry_run=bool(request.dry_run))
             response.success, response.message = bool(ok), message
         except InputError as exc:
             response.success, response.message = False, str(exc)
-        response.reached = self._reached()
+        with self._cell_lock:
+            response.reached = self._reached()
         return response
 
     def _on_gripper(self, request, response):
         try:
-            width, held = self.cell.gripper_command(float(request.width),
-                                                    float(request.max_effort))
+            with self._changing_scene():
+                width, held = self.cell.gripper_command(float(request.width),
+                                                        float(request.max_effort))
             response.success, response.message = True, 'ok'
             response.width, response.object_held = float(width), bool(held)
             response.held_object_id = int(held)
         except InputError as exc:
             response.success, response.message = False, str(exc)
-            response.width = float(self.cell.gripper_width())
+            with self._cell_lock:
+                response.width = float(self.cell.gripper_width())
         return response
 
     def _on_reset(self, request, response):
         try:
-            ids = self.cell.reset(seed=int(request.seed),
-                                  num_objects=int(request.num_objects) or None,
-                                  layout=request.layout or None, split=request.split or None)
+            with self._changing_scene():
+                ids = self.cell.reset(seed=int(request.seed),
+                                      num_objects=int(request.num_objects) or None,
+                                      layout=request.layout or None,
+                                      split=request.split or None)
             response.success, response.message = True, f'{len(ids)} objects on the table'
             response.object_ids = [int(i) for i in ids]
         except InputError as exc:
