@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     rows = []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     started = time.time()
+    load_start = round(os.getloadavg()[0], 2)
     for method in methods:
         for seed in tqdm(seeds, desc=method):
             cell.reset(seed=seed, layout=args.layout)
@@ -153,6 +154,8 @@ def main(argv=None) -> int:
         'command': 'python ' + ' '.join([Path(sys.argv[0]).as_posix()]
                                         + list(argv if argv is not None else sys.argv[1:])),
         'wall_time_s': round(time.time() - started, 1),
+        # The machine is shared: per-pick seconds scale with the load, success does not.
+        'load_average_1min': {'start': load_start, 'end': round(os.getloadavg()[0], 2)},
         'setup': {'layout': args.layout, 'objects': 5, 'split': 'test', 'robot': args.robot,
                   'seeds': [seeds.start, seeds.stop - 1],
                   'object_ids': 'rendered instance labels (ground truth), not segmentation',

@@ -936,7 +936,7 @@ def _stop(proc):
     import subprocess
     proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
