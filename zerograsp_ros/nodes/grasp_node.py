@@ -145,8 +145,22 @@ class GraspNode(Node):
         with self.lock:
             self.masks.append(msg)
 
+    def _wait_for_fresh_frame(self) -> None:
+        """Give a stale or absent stream up to max_frame_age to deliver a new frame.
+
+        A camera that paused briefly (the simulated cell renders nothing while the arm
+        moves) is waited for; one that stopped still fails within about max_frame_age.
+        """
+        deadline = time.monotonic() + self.max_frame_age
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.frames and time.monotonic() - self.frames[-1][0] <= self.max_frame_age:
+                    return
+            time.sleep(0.05)
+
     def _latest_inputs(self) -> tuple[RGBDFrameMsg, InstanceMasks | None]:
         """The newest fresh frame and its masks (None when none arrived for it yet)."""
+        self._wait_for_fresh_frame()
         with self.lock:
             frames, masks = list(self.frames), list(self.masks)
         if not frames:
