@@ -5,6 +5,7 @@ moveit_py API) and the pick sequence on the real simulated cell (pybullet), in-p
 and over ROS 2.
 """
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -788,8 +789,8 @@ def test_xacro_tcp_matches_the_presets_and_the_grasp_axes():
     import re
     import xml.etree.ElementTree as ET
 
-    from zerograsp_ros.execution.robot import PACKAGE_ROOT
-    root = ET.parse(PACKAGE_ROOT / 'urdf' / 'franka_robotiq_2f85.urdf.xacro').getroot()
+    repo = Path(__file__).resolve().parents[1]  # the xacro ships in share/, not in the module
+    root = ET.parse(repo / 'urdf' / 'franka_robotiq_2f85.urdf.xacro').getroot()
     macro = root[0]
     params = dict(p.split(':=') for p in macro.get('params').split() if ':=' in p)
 
