@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument('--checkpoint', default=str(ROOT / 'checkpoints' / 'zerograsp_cpu.pt'))
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'clutter_removal'),
                     help='output path without extension (.json, .md, .png are written)')
+    ap.add_argument('--note', default='', help='free text stored in the results (run context)')
     ap.add_argument('--no-resume', action='store_true')
     ap.add_argument('--quiet', action='store_true', help='no progress bar')
     args = ap.parse_args(argv)
@@ -75,6 +76,7 @@ def main(argv=None) -> int:
                   'the rendered ground-truth instance labels and all methods the table plane '
                   'from the known extrinsics. Not comparable to the GIGA paper figures '
                   '(different objects and simulator).'),
+        'run_note': args.note,
     })
     out.with_suffix('.json').write_text(json.dumps(results, indent=1))
     table = bm.markdown_table(results)
