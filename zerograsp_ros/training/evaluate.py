@@ -300,7 +300,7 @@ def plot_results(result: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     recon = result['reconstruction']
-    methods = list(recon)
+    methods = [m for m in recon if m != 'objects']
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     for ax, key, label in zip(axes, ('cd_mm', 'f1', 'nc'),
                               ('Chamfer distance [mm] (lower is better)', 'F-1 at 1 cm',
