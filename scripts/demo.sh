@@ -6,14 +6,8 @@
 # (summary.json, prediction.png, bringup.log). Extra arguments go to the demo
 # client, e.g. `scripts/demo.sh --max-picks 3 --seed 11`.
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$REPO/scripts/setup.sh"
-# colcon's setup scripts read unset variables: source them without -u.
-set +u
 # shellcheck disable=SC1091
-source "$REPO/.ws/env.sh"
-set -u
-cd "$REPO"
+source "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 OUT="${ZEROGRASP_DEMO_OUT:-$REPO/demo_output}"
 mkdir -p "$OUT"
 # A domain of its own (the tests use 1-200).

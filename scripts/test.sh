@@ -2,14 +2,8 @@
 # Set up (cached) and run the whole test suite. Extra arguments go to pytest,
 # e.g. `scripts/test.sh -k refinement` or `scripts/test.sh -m "not slow"`.
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$REPO/scripts/setup.sh"
-# colcon's setup scripts read unset variables: source them without -u.
-set +u
 # shellcheck disable=SC1091
-source "$REPO/.ws/env.sh"
-set -u
-cd "$REPO"
+source "$(dirname "${BASH_SOURCE[0]}")/prelude.sh"
 # Tests import the colcon-installed package, i.e. what `ros2 run` users get.
 export PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg
 # Tests start several node processes on 2 cores: one OpenMP thread each avoids
