@@ -234,3 +234,31 @@ def test_launch_free_pick_scene_runs_on_the_simulated_cell(ros_domain, tmp_path)
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.ros
+def test_installed_node_executable_stops_on_sigterm(ros_domain):
+    """`launch` and process managers stop nodes with SIGTERM: a node must exit, not linger."""
+    import signal
+    import time
+
+    exe = INSTALLED_BIN / 'refinement_node'
+    if not exe.is_file():
+        pytest.skip(f'{exe} is not installed; run scripts/setup.sh')
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}  # as users run it
+    proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:  # wait until it serves (torch imported by then)
+            line = proc.stdout.readline()
+            if not line or 'refinement on' in line:
+                break
+        assert proc.poll() is None, 'refinement_node died at start-up'
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            pytest.fail('refinement_node ignored SIGTERM for 20 s')

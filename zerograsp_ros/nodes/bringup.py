@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from zerograsp_ros.errors import CheckpointError, InputError
 from zerograsp_ros.nodes.graph import (
@@ -39,16 +41,27 @@ def node_class(spec: NodeSpec):
                           f'{spec.class_name}') from None
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def spin(nodes, threads: int | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
 
     # Inference waits for /refine_grasps in another group: several threads are needed.
     executor = MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes)))
     for node in nodes:
         executor.add_node(node)
+    # rclpy's own SIGTERM handling is lost once torch is loaded (measured: the node kept
+    # running after SIGTERM), so SIGTERM is handled here like Ctrl-C; the executor wakes
+    # every 0.5 s so the Python handler gets to run.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
-        executor.spin()
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.5)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
