@@ -229,3 +229,43 @@ def test_masks_round_trip_and_size_check():
     msg.labels = numpy_to_image(np.zeros((10, 12), np.float32), '32FC1')
     with pytest.raises(InputError, match="unsupported label encoding '32FC1'"):
         masks_msg_to_labels(msg)
+
+
+def test_transform_stamped_round_trips_rigid_transforms():
+    from scipy.spatial.transform import Rotation
+
+    from zerograsp_ros.errors import InputError
+    from zerograsp_ros.nodes.conversions import (
+        transform_stamped_from_matrix,
+        transform_stamped_to_matrix,
+    )
+    from zerograsp_ros.sim.cell import cell_static_transforms, load_sim_cell_config
+
+    rng = np.random.default_rng(3)
+    cases = [(p, c, T) for p, c, T in cell_static_transforms(load_sim_cell_config())]
+    for i in range(20):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.random(random_state=i).as_matrix()
+        T[:3, 3] = rng.normal(size=3)
+        cases.append(('a', f'b{i}', T))
+    for parent, child, T in cases:
+        msg = transform_stamped_from_matrix(T, parent, child, 12.5)
+        assert (msg.header.frame_id, msg.child_frame_id) == (parent, child)
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 500_000_000)
+        t = msg.transform.translation
+        np.testing.assert_allclose([t.x, t.y, t.z], T[:3, 3], atol=1e-12)
+        r = msg.transform.rotation
+        q = np.array([r.x, r.y, r.z, r.w])
+        assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-9)
+        np.testing.assert_allclose(Rotation.from_quat(q).as_matrix(), T[:3, :3], atol=1e-5)
+        back_parent, back_child, back = transform_stamped_to_matrix(msg)
+        assert (back_parent, back_child) == (parent, child)
+        np.testing.assert_allclose(back, T, atol=1e-5)
+    with pytest.raises(InputError, match='not a rigid transform'):
+        transform_stamped_from_matrix(np.diag([2.0, 1.0, 1.0, 1.0]), 'a', 'b', 0.0)
+    with pytest.raises(InputError, match='finite 4x4'):
+        transform_stamped_from_matrix(np.full((4, 4), np.nan), 'a', 'b', 0.0)
+    msg = transform_stamped_from_matrix(np.eye(4), 'a', 'b', 0.0)
+    msg.transform.rotation.w = 0.0
+    with pytest.raises(InputError, match='non-unit quaternion'):
+        transform_stamped_to_matrix(msg)

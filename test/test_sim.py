@@ -210,6 +210,40 @@ def test_capture_sees_the_scene_from_the_configured_camera(cell):
                                frame.depth[np.isfinite(frame.depth)])
 
 
+def test_static_transforms_chain_to_the_camera_that_renders_the_images(cell):
+    from dataclasses import replace
+
+    from zerograsp_ros.sim.cell import cell_static_transforms
+
+    transforms = cell_static_transforms(cell.config)
+    assert [(parent, child) for parent, child, _ in transforms] == [
+        ('world', 'panda_link0'), ('panda_link0', 'camera_color_optical_frame')]
+    T_world_camera = transforms[0][2] @ transforms[1][2]
+    np.testing.assert_allclose(T_world_camera, cell.T_world_camera, atol=1e-9)
+    # The composed chain places the rendered table on z = 0 and the objects above it,
+    # and its leaf is the frame the images are stamped with.
+    cell.reset(seed=3, num_objects=3, layout='packed', split='test')
+    frame = cell.capture()
+    assert frame.frame_id == transforms[-1][1]
+    table_z = transform_points(T_world_camera, unproject(frame.depth, frame.intrinsics,
+                                                         mask=frame.labels == 0))[:, 2]
+    assert len(table_z) > 1000
+    assert abs(np.median(table_z)) < 3e-3 and np.percentile(np.abs(table_z), 90) < 1e-2
+    object_z = transform_points(T_world_camera, unproject(frame.depth, frame.intrinsics,
+                                                          mask=frame.labels > 0))[:, 2]
+    assert np.median(object_z) > 0.005
+    # A base frame named 'world' is fine with an identity T_world_base only.
+    flat = replace(cell.config, base_frame='world', T_world_base=np.eye(4))
+    assert [(a, b) for a, b, _ in cell_static_transforms(flat)] == [
+        ('world', 'camera_color_optical_frame')]
+    for bad, cause in [(replace(cell.config, base_frame='world'), 'not the identity'),
+                       (replace(cell.config, camera_frame='panda_link0'), 'must differ'),
+                       (replace(cell.config, camera_frame='/camera'), "leading '/'"),
+                       (replace(cell.config, base_frame=''), 'not a valid tf2 frame id')]:
+        with pytest.raises(InputError, match=cause):
+            cell_static_transforms(bad)
+
+
 # ----------------------------------------------------------------------------- baselines
 
 def test_baselines_return_camera_frame_grasps_on_the_object(cell):
@@ -308,20 +342,37 @@ def test_zerograsp_planners_run_on_a_random_init_checkpoint(cell, tmp_path):
 
 # ----------------------------------------------------------------------------- ROS node
 
+def _start_sim_cell_node(ros_domain, *params):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain),
+               PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    args = [a for p in params for a in ('-p', p)]
+    return subprocess.Popen(
+        [sys.executable, '-m', 'zerograsp_ros.nodes.sim_cell_node', '--ros-args', *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(proc) -> str:
+    """Terminate a node process and return everything it printed."""
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[0] or ''
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0] or ''
+
+
 @pytest.mark.ros
 def test_sim_cell_node_publishes_realsense_topics_and_serves(ros_domain):
+    import importlib.util
+
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
     from zerograsp_ros.srv import SimGripper, SimMoveTcp, SimResetScene
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain),
-               PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    node_proc = subprocess.Popen(
-        [sys.executable, '-m', 'zerograsp_ros.nodes.sim_cell_node', '--ros-args',
-         '-p', 'publish_rate_hz:=4.0', '-p', 'num_objects:=3'],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node_proc = _start_sim_cell_node(ros_domain, 'publish_rate_hz:=4.0', 'num_objects:=3')
+    output = ''
     rclpy.init()
     node = rclpy.create_node('sim_cell_test_client')
     got = {}
@@ -372,11 +423,51 @@ def test_sim_cell_node_publishes_realsense_topics_and_serves(ros_domain):
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-        node_proc.terminate()
-        try:
-            node_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        output = _stop(node_proc)
+    # publish_tf is on by default: without tf2_ros the node warned once (and still served
+    # everything above); with it, the transforms were latched.
+    if importlib.util.find_spec('tf2_ros') is None:
+        assert output.count('TF is NOT published: tf2_ros is not installed') == 1, output
+        assert "Fixed Frame to 'camera_color_optical_frame'" in output
+    else:
+        assert 'static TF latched on /tf_static' in output, output
+
+
+@pytest.mark.ros
+def test_sim_cell_node_latches_static_tf_from_base_to_camera(ros_domain):
+    tf2_ros = pytest.importorskip(
+        'tf2_ros', reason='tf2_ros is not installed (not on PyPI; it comes with a full ROS 2 '
+                          'install): the static TF of the sim cell is checked there')
+    import rclpy
+    from rclpy.duration import Duration
+    from rclpy.time import Time
+
+    from zerograsp_ros.nodes.conversions import transform_stamped_to_matrix
+    from zerograsp_ros.sim.cell import load_sim_cell_config
+
+    config = load_sim_cell_config()
+    node_proc = _start_sim_cell_node(ros_domain, 'publish_rate_hz:=1.0', 'num_objects:=1')
+    rclpy.init()
+    node = rclpy.create_node('sim_cell_tf_test')
+    buffer = tf2_ros.Buffer()
+    listener = tf2_ros.TransformListener(buffer, node)  # noqa: F841 (keeps the subscription)
+    try:
+        deadline = time.time() + 60
+        while (not buffer.can_transform('panda_link0', 'camera_color_optical_frame', Time())
+               and time.time() < deadline and node_proc.poll() is None):
+            rclpy.spin_once(node, timeout_sec=0.2)
+        base_camera = buffer.lookup_transform('panda_link0', 'camera_color_optical_frame',
+                                              Time(), timeout=Duration(seconds=1))
+        parent, child, T = transform_stamped_to_matrix(base_camera)
+        assert (parent, child) == ('panda_link0', 'camera_color_optical_frame')
+        np.testing.assert_allclose(T, config.T_base_camera, atol=1e-5)
+        world_camera = buffer.lookup_transform('world', 'camera_color_optical_frame', Time())
+        np.testing.assert_allclose(transform_stamped_to_matrix(world_camera)[2],
+                                   config.T_world_camera, atol=1e-5)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        _stop(node_proc)
 
 
 def _drain(proc) -> str:

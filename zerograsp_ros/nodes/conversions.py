@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Pose
+from geometry_msgs.msg import Point, Pose, TransformStamped
 import numpy as np
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -288,6 +288,44 @@ def pose_from_matrix(R: np.ndarray, t: np.ndarray) -> Pose:
     p.position.x, p.position.y, p.position.z = (float(v) for v in t)
     p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in q)
     return p
+
+
+def transform_stamped_from_matrix(T: np.ndarray, parent_frame: str, child_frame: str,
+                                  stamp: Time | float) -> TransformStamped:
+    """4x4 pose of child_frame in parent_frame -> TransformStamped (what tf2 broadcasts)."""
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4) or not np.isfinite(T).all():
+        raise InputError(f'transform {parent_frame} -> {child_frame} must be a finite 4x4 matrix')
+    R = T[:3, :3]
+    if (not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0
+            or not np.allclose(T[3], [0, 0, 0, 1])):
+        raise InputError(f'transform {parent_frame} -> {child_frame} is not a rigid transform')
+    if not parent_frame or not child_frame:
+        raise InputError('a transform needs both a parent and a child frame id')
+    msg = TransformStamped()
+    msg.header = make_header(parent_frame, stamp)
+    msg.child_frame_id = child_frame
+    pose = pose_from_matrix(R, T[:3, 3])
+    msg.transform.translation.x = pose.position.x
+    msg.transform.translation.y = pose.position.y
+    msg.transform.translation.z = pose.position.z
+    msg.transform.rotation = pose.orientation
+    return msg
+
+
+def transform_stamped_to_matrix(msg: TransformStamped) -> tuple[str, str, np.ndarray]:
+    """TransformStamped -> (parent frame, child frame, 4x4); InputError for a bad quaternion."""
+    t, r = msg.transform.translation, msg.transform.rotation
+    q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
+    xyz = np.array([t.x, t.y, t.z], dtype=np.float64)
+    norm = np.linalg.norm(q)
+    if not (np.isfinite(q).all() and np.isfinite(xyz).all()) or abs(norm - 1.0) > 1e-3:
+        raise InputError(f'transform {msg.header.frame_id} -> {msg.child_frame_id} has a '
+                         f'non-finite value or a non-unit quaternion (norm {norm:.4f})')
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
+    T[:3, 3] = xyz
+    return msg.header.frame_id, msg.child_frame_id, T
 
 
 # --------------------------------------------------------------------------- point clouds

@@ -9,6 +9,10 @@ all in frame `camera_frame` (camera_color_optical_frame), and serves
   /sim_cell/move_tcp     (zerograsp_ros/srv/SimMoveTcp)   TCP pose in `base_frame`
   /sim_cell/gripper      (zerograsp_ros/srv/SimGripper)
   /sim_cell/reset_scene  (zerograsp_ros/srv/SimResetScene)
+With `publish_tf` (default) it latches the cell's static TF, world -> `base_frame`
+(T_world_base) -> `camera_frame` (T_base_camera), on /tf_static through
+tf2_ros.StaticTransformBroadcaster; where tf2_ros is not installed it warns once and
+runs without TF (RViz then needs the Fixed Frame set to `camera_frame`).
 Parameter defaults come from config/sim_cell.yaml. Physics and rendering share one
 pybullet client, so all callbacks run in one mutually exclusive group: no frames are
 published while a motion is being simulated.
@@ -32,8 +36,15 @@ from zerograsp_ros.nodes.conversions import (
     make_header,
     numpy_to_image,
     pose_from_matrix,
+    transform_stamped_from_matrix,
 )
-from zerograsp_ros.sim.cell import SimCell, load_sim_cell_config, sim_cell_config_from_parameters
+from zerograsp_ros.sim.cell import (
+    WORLD_FRAME,
+    SimCell,
+    cell_static_transforms,
+    load_sim_cell_config,
+    sim_cell_config_from_parameters,
+)
 from zerograsp_ros.srv import SimGripper, SimMoveTcp, SimResetScene
 
 # Like the real driver: reliable, volatile, a short queue.
@@ -60,7 +71,32 @@ PARAMETERS = {   # name -> description (defaults: config/sim_cell.yaml)
     'grip_force': 'Default grip force limit [N]',
     'tcp_speed': 'Cartesian speed of simulated motions [m/s]',
     'check_reachability': 'Reject TCP targets the Panda cannot reach (inverse kinematics)',
+    'publish_tf': f'Latch static TF {WORLD_FRAME} -> base_frame -> camera_frame on /tf_static '
+                  '(needs tf2_ros; without it the node warns and runs without TF)',
 }
+
+
+def start_static_tf(node: Node, transforms) -> object | None:
+    """Latch (parent, child, 4x4) transforms on /tf_static; None where tf2_ros is missing.
+
+    tf2_ros is imported here only: it is part of a full ROS 2 install, not of the
+    PyPI wheels this package also runs on.
+    """
+    msgs = [transform_stamped_from_matrix(T, parent, child, node.get_clock().now().to_msg())
+            for parent, child, T in transforms]
+    chain = ' -> '.join([transforms[0][0]] + [child for _, child, _ in transforms])
+    try:
+        from tf2_ros import StaticTransformBroadcaster
+    except ImportError as exc:
+        node.get_logger().warning(
+            f'TF is NOT published: tf2_ros is not installed ({exc}). The frames {chain} '
+            f'exist only in config/sim_cell.yaml; in RViz set the Fixed Frame to '
+            f"'{transforms[-1][1]}' (the images' frame).")
+        return None
+    broadcaster = StaticTransformBroadcaster(node)
+    broadcaster.sendTransform(msgs)
+    node.get_logger().info(f'static TF latched on /tf_static: {chain}')
+    return broadcaster
 
 
 def pose_msg_to_matrix(pose) -> np.ndarray:
@@ -97,6 +133,8 @@ class SimCellNode(Node):
         self.config = sim_cell_config_from_parameters(params)
         self.rate = float(params['publish_rate_hz'])
         ns = str(params['camera_namespace']).rstrip('/')
+        # Frames are checked before the (slow) cell is built: a bad name stops start-up.
+        transforms = cell_static_transforms(self.config) if params['publish_tf'] else []
         self.cell = SimCell(self.config)
         self.cell.reset()
         # pybullet is not thread-safe: every use of the cell holds this lock. The camera
@@ -123,6 +161,7 @@ class SimCellNode(Node):
                             callback_group=group)
         self.timer = self.create_timer(1.0 / self.rate, self.publish_frame,
                                        callback_group=camera_group)
+        self.tf_broadcaster = start_static_tf(self, transforms) if transforms else None
         self.get_logger().info(
             f'simulated cell up: {len(self.cell.object_ids())} objects, camera topics under '
             f'{ns}, services /sim_cell/{{move_tcp,gripper,reset_scene}}')

@@ -18,7 +18,8 @@ Frames: world (table top z = 0, workspace centre at the origin), robot base
 panda_link0 (T_world_base from config/sim_cell.yaml), camera optical frame
 (T_base_camera from the same file), TCP = midway between the fingertip ends,
 axes as in Grasp.msg (x approach, y closing), 0.149 m from the flange along
-its z axis; the TCP's closing axis is the flange's y axis.
+its z axis; the TCP's closing axis is the flange's y axis. cell_static_transforms()
+lists world -> base -> camera for TF.
 """
 from __future__ import annotations
 
@@ -143,6 +144,37 @@ def load_sim_cell_config(path: str | Path | None = None) -> SimCellConfig:
         raise InputError(f'sim cell config {p} lacks sim_cell_node.ros__parameters: {exc}') \
             from exc
     return sim_cell_config_from_parameters(params)
+
+
+WORLD_FRAME = 'world'
+
+
+def cell_static_transforms(config: SimCellConfig, world_frame: str = WORLD_FRAME
+                           ) -> list[tuple[str, str, np.ndarray]]:
+    """The cell's fixed frames as (parent, child, T_parent_child): world -> base -> camera.
+
+    The camera optical frame (the images' frame_id) hangs directly under the robot base:
+    no RealSense driver runs in the sim to publish camera_link -> optical frame. A base
+    frame named like the world frame is allowed with an identity T_world_base only (that
+    transform is then left out, a frame cannot be its own parent).
+    """
+    world, base, camera = world_frame, config.base_frame, config.camera_frame
+    for what, name in (('world', world), ('base', base), ('camera', camera)):
+        if not name or name != name.strip() or name.startswith('/'):
+            raise InputError(f"sim cell {what} frame {name!r} is not a valid tf2 frame id "
+                             "(empty, surrounding spaces or a leading '/')")
+    if camera in (world, base):
+        raise InputError(f"sim cell camera frame '{camera}' must differ from the world frame "
+                         f"'{world}' and the base frame '{base}'")
+    transforms = []
+    if base == world:
+        if not np.allclose(config.T_world_base, np.eye(4), atol=1e-9):
+            raise InputError(f"sim cell base frame is named '{world}' like the world frame "
+                             'but T_world_base is not the identity')
+    else:
+        transforms.append((world, base, config.T_world_base.copy()))
+    transforms.append((base, camera, config.T_base_camera.copy()))
+    return transforms
 
 
 @dataclass
