@@ -1,6 +1,6 @@
 """Clutter-removal benchmark (VGN/GIGA protocol) in the simulated cell; one command.
 
-    python benchmarks/clutter_removal.py            # default: 5 rounds/layout, ZeroGrasp 3
+    python benchmarks/clutter_removal.py            # default: 10 rounds/layout
     python benchmarks/clutter_removal.py --rounds 50 --zerograsp-rounds 50
     python benchmarks/clutter_removal.py --methods random,highest_point --rounds 20
 
@@ -36,6 +36,9 @@ def main(argv=None) -> int:
                     default=bm.BenchmarkConfig.zerograsp_rounds,
                     help='rounds per layout for the ZeroGrasp methods (at most --rounds; '
                          'they are paired with the baselines on those first scenes)')
+    ap.add_argument('--grasps-per-object', type=int,
+                    default=bm.BenchmarkConfig.grasps_per_object,
+                    help='ZeroGrasp grasps decoded per object before refinement')
     ap.add_argument('--layouts', default='pile,packed')
     ap.add_argument('--objects', type=int, default=5)
     ap.add_argument('--seed', type=int, default=0)
@@ -50,7 +53,8 @@ def main(argv=None) -> int:
     cfg = bm.BenchmarkConfig(methods=methods, layouts=tuple(args.layouts.split(',')),
                              rounds=args.rounds, num_objects=args.objects, seed=args.seed,
                              checkpoint=args.checkpoint,
-                             zerograsp_rounds=min(args.zerograsp_rounds, args.rounds))
+                             zerograsp_rounds=min(args.zerograsp_rounds, args.rounds),
+                             grasps_per_object=args.grasps_per_object)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + '.partial.json')

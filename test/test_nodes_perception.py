@@ -169,3 +169,30 @@ def test_checkpoint_problems_are_checkpoint_errors(tmp_path):
     bad.write_bytes(b'not a checkpoint')
     with pytest.raises(CheckpointError, match='corrupt'):
         GraspPipeline.from_checkpoint(str(bad), device='cpu')
+
+
+def test_refinement_rescores_with_reconstructed_normals_and_warns_without():
+    from types import SimpleNamespace
+
+    from zerograsp_ros.grasp.gripper import gripper_preset
+    from zerograsp_ros.grasp.representation import GraspSet, rotation_from_approach
+    from zerograsp_ros.perception.pipeline import refine_on_reconstruction
+
+    # two parallel faces 4 cm apart (x = +-2 cm), outward normals -x and +x
+    u = np.arange(-0.03, 0.0301, 0.002)
+    a, b = (v.ravel() for v in np.meshgrid(u, u))
+    points = np.concatenate([np.c_[np.full_like(a, s * 0.02), a, b + 0.08] for s in (-1, 1)])
+    normals = np.concatenate([np.tile([s, 0.0, 0.0], (len(a), 1)) for s in (-1.0, 1.0)])
+    grasp = GraspSet(rotation_from_approach(np.array([[0.0, 0.0, -1.0]]), np.pi / 2),
+                     [[0.0, 0.0, 0.09]], [0.075], [0.02], [0.15], [0.3], [0.5], [7])
+    gripper = gripper_preset('robotiq_2f85')
+    with_normals = SimpleNamespace(object_id=7, points=points, normals=normals)
+    out = refine_on_reconstruction(grasp, [with_normals], gripper)
+    assert out.warnings == [] and len(out.grasps) == 1
+    assert out.grasps.qualities[0] == pytest.approx(1.0)   # perfectly antipodal faces
+    assert out.grasps.scores[0] == pytest.approx(0.5)      # graspness x measured quality
+    without = SimpleNamespace(object_id=7, points=points, normals=np.zeros_like(normals))
+    out = refine_on_reconstruction(grasp, [without], gripper)
+    assert len(out.warnings) == 1 and 'objects [7] have no valid surface normals' in \
+        out.warnings[0]
+    assert out.grasps.scores[0] == pytest.approx(0.15)     # predicted score kept

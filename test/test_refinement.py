@@ -13,12 +13,18 @@ from zerograsp_ros.grasp.refinement import (
     REJECTION_REASONS,
     RefinementConfig,
     check_collisions,
+    contact_quality,
     contact_refinement,
     grasp_nms,
     refine_grasps,
+    seen_free_points,
     voxel_downsample,
 )
-from zerograsp_ros.grasp.representation import GraspSet, rotation_from_approach
+from zerograsp_ros.grasp.representation import (
+    GraspSet,
+    quality_from_mu,
+    rotation_from_approach,
+)
 
 GRIPPER = gripper_preset('robotiq_2f85')
 TABLE = np.array([0.0, 0.0, 1.0, 0.0])  # world frame, z up, table at z = 0
@@ -118,6 +124,148 @@ def test_off_centre_object_keeps_gamma_min_on_the_tight_side():
     widths, _, _ = contact_refinement(grasp, BOX)
     # gaps 0.035 - 0.032 = 0.003 and 0.027 -> widened by 2 * (0.005 - 0.003)
     assert widths[0] == pytest.approx(0.07 + 2 * (0.005 - 0.003), abs=2e-4)
+
+
+# ----------------------------------------------------------------------------- contact quality
+
+def two_faces(normal_right=(1.0, 0.0, 0.0), half_gap=0.02, half_side=0.03, step=0.002):
+    """Two square faces around x = +-half_gap (z in [0.05, 0.11]) with outward normals.
+
+    The left face (x < 0) has normal -x; the right face is turned about z so its
+    normal is `normal_right` (a wedge when that is not +x).
+    """
+    u = np.arange(-half_side, half_side + 1e-9, step)
+    a, b = np.meshgrid(u, u, indexing='ij')
+    a, b = a.ravel(), b.ravel()
+    left = np.c_[np.full_like(a, -half_gap), a, b + 0.08]
+    n_r = np.asarray(normal_right, float) / np.linalg.norm(normal_right)
+    tangent = np.cross([0.0, 0.0, 1.0], n_r)     # in-face horizontal direction
+    right = np.array([half_gap, 0.0, 0.08]) + a[:, None] * tangent + b[:, None] * [0, 0, 1]
+    points = np.concatenate([left, right]).astype(np.float32)
+    normals = np.concatenate([np.tile([-1.0, 0.0, 0.0], (len(a), 1)),
+                              np.tile(n_r, (len(a), 1))]).astype(np.float32)
+    return points, normals
+
+
+@pytest.mark.parametrize('tilt_deg', [0.0, 20.0, 40.0])
+def test_contact_quality_of_a_tilted_closing_line_is_tan_of_the_tilt(tilt_deg):
+    points, normals = two_faces()
+    # closing axis along x, turned by the tilt about the (vertical) approach axis
+    grasp = top_down(0.075, 0.02, (0.0, 0.0, 0.09), CLOSE_ALONG_X + math.radians(tilt_deg))
+    cosine, mu = contact_quality(grasp, points, normals)
+    assert cosine[0] == pytest.approx(math.cos(math.radians(tilt_deg)), abs=1e-3)
+    assert mu[0] == pytest.approx(math.tan(math.radians(tilt_deg)), abs=2e-3)
+
+
+@pytest.mark.parametrize('wedge_deg', [15.0, 35.0, 60.0])
+def test_contact_quality_of_a_wedge_is_set_by_the_worse_face(wedge_deg):
+    w = math.radians(wedge_deg)
+    points, normals = two_faces(normal_right=(math.cos(w), math.sin(w), 0.0))
+    grasp = top_down(0.075, 0.02, (0.0, 0.0, 0.09), CLOSE_ALONG_X)
+    cosine, mu = contact_quality(grasp, points, normals)
+    assert cosine[0] == pytest.approx(math.cos(w), abs=1e-3)
+    assert mu[0] == pytest.approx(math.tan(w), rel=1e-2)
+
+
+def test_contact_quality_without_a_facing_contact_is_zero():
+    points, normals = two_faces()
+    # normals flipped inwards: no patch point faces its finger
+    cosine, mu = contact_quality(top_down(0.075, 0.02, (0.0, 0.0, 0.09), CLOSE_ALONG_X),
+                                 points, -normals)
+    assert cosine[0] == -1.0 and np.isinf(mu[0]) and quality_from_mu(mu)[0] == 0.0
+    # only one face between the fingers: no antipodal pair
+    one = points[:, 0] < 0
+    _, mu = contact_quality(top_down(0.075, 0.02, (0.0, 0.0, 0.09), CLOSE_ALONG_X),
+                            points[one], normals[one])
+    assert np.isinf(mu[0])
+
+
+def test_contact_quality_reranks_grasps_and_is_skipped_without_normals():
+    points, normals = two_faces()
+    tilts = [50.0, 0.0]   # the predicted-best grasp is the badly tilted one
+    grasps = GraspSet.concatenate([top_down(0.075, 0.02, (0.0, 0.0, 0.09),
+                                            CLOSE_ALONG_X + math.radians(t)) for t in tilts])
+    grasps.scores[:] = grasps.qualities[:] = [0.9, 0.3]
+    grasps.graspness[:] = [0.5, 0.5]
+    cfg = RefinementConfig(nms_distance=0.0)
+    kept = refine_grasps(grasps, points, config=cfg)
+    assert kept.source_indices.tolist() == [0, 1]          # no normals: predicted order
+    rescored = refine_grasps(grasps, points, config=cfg, object_normals=normals)
+    assert rescored.source_indices.tolist() == [1, 0]
+    expected_q = quality_from_mu(np.tan(np.radians([0.0, 50.0])))
+    assert rescored.grasps.qualities == pytest.approx(expected_q, abs=2e-3)
+    assert rescored.grasps.scores == pytest.approx(0.5 * expected_q, abs=1e-3)
+    off = refine_grasps(grasps, points, object_normals=normals,
+                        config=RefinementConfig(nms_distance=0.0, use_contact_quality=False))
+    assert off.source_indices.tolist() == [0, 1]
+
+
+def test_contact_quality_rejects_bad_normals():
+    points, normals = two_faces()
+    grasp = top_down(0.075, 0.02, (0.0, 0.0, 0.09), CLOSE_ALONG_X)
+    with pytest.raises(InputError, match='one normal per point'):
+        contact_quality(grasp, points, normals[:-1])
+    with pytest.raises(InputError, match='unit vectors'):
+        refine_grasps(grasp, points, object_normals=np.zeros_like(normals))
+    bad = normals.copy()
+    bad[3] = np.nan
+    with pytest.raises(InputError, match='non-finite'):
+        contact_quality(grasp, points, bad)
+
+
+# ----------------------------------------------------------------------------- free space
+
+def camera_over_box():
+    """Depth image of a camera looking straight down: table at 0.6 m, a 6 cm box top at 0.5 m."""
+    from zerograsp_ros.geometry.camera import CameraIntrinsics, unproject
+    intr = CameraIntrinsics.d435()
+    depth = np.full((intr.height, intr.width), 0.6)
+    rays = unproject(np.ones_like(depth), intr)          # (H*W, 3) points at z = 1
+    on_box = (np.abs(rays[:, 0] * 0.5) < 0.03) & (np.abs(rays[:, 1] * 0.5) < 0.03)
+    depth.reshape(-1)[on_box] = 0.5
+    return depth, intr
+
+
+def camera_grasp(tcp, depth=0.02, width=0.08):
+    """Approach along the camera's +z (straight down onto the table), closing along x."""
+    return make_grasps(rotation_from_approach(np.array([[0.0, 0.0, 1.0]]), math.pi / 2),
+                       [tcp], [width], [depth])
+
+
+def test_seen_free_points_are_those_the_camera_looks_through():
+    depth, intr = camera_over_box()
+    points = np.array([[0.0, 0.0, 0.5],      # on the box top: seen, not free
+                       [0.0, 0.0, 0.45],     # 5 cm above the box top: free
+                       [0.12, 0.0, 0.55],    # in the air beside the box: free
+                       [0.0, 0.0, 0.56],     # inside the box: occluded
+                       [0.12, 0.0, 0.595],   # 5 mm above the table: within the margin
+                       [2.0, 0.0, 0.55],     # outside the image
+                       [0.0, 0.0, -0.1]])    # behind the camera
+    assert seen_free_points(points, depth, intr).tolist() == \
+        [False, True, True, False, False, False, False]
+    assert not seen_free_points(points, np.zeros_like(depth), intr).any()  # no valid depth
+    with pytest.raises(InputError, match='shape'):
+        seen_free_points(points, depth[:-1], intr)
+
+
+def test_free_space_carving_empties_grasps_on_hallucinated_shape():
+    depth, intr = camera_over_box()
+    box = box_surface((0.03, 0.03, 0.05), centre=(0.0, 0.0, 0.55))
+    # the reconstruction wrongly puts an object where the camera sees the table
+    ghost = box_surface((0.02, 0.02, 0.03), centre=(0.12, 0.0, 0.57))
+    grasps = GraspSet.concatenate([camera_grasp((0.0, 0.0, 0.5)),
+                                   camera_grasp((0.12, 0.0, 0.54))])
+    cfg = RefinementConfig(nms_distance=0.0)
+    res = refine_grasps(grasps, np.concatenate([box, ghost]), config=cfg,
+                        camera_depth=(depth, intr))
+    assert res.source_indices.tolist() == [0], res.rejection_counts
+    assert res.rejection_counts['empty'] == 1
+    off = refine_grasps(grasps, np.concatenate([box, ghost]), camera_depth=(depth, intr),
+                        config=RefinementConfig(nms_distance=0.0, use_free_space_check=False))
+    assert sorted(off.source_indices.tolist()) == [0, 1]
+    # everything carved away: every grasp is empty, no error
+    res = refine_grasps(grasps, ghost, config=cfg, camera_depth=(depth, intr))
+    assert len(res.grasps) == 0 and res.rejection_counts['empty'] == 2
 
 
 # ----------------------------------------------------------------------------- collisions

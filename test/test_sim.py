@@ -338,6 +338,7 @@ def test_zerograsp_planners_run_on_a_random_init_checkpoint(cell, tmp_path):
         sizes[m] = len(grasps)
     assert sizes['zerograsp_raw'] >= 1
     assert sizes['zerograsp_full'] <= 50 and sizes['zerograsp_depth_cc'] <= 50
+    assert sizes['zerograsp_paper_refine'] <= 50
 
 
 # ----------------------------------------------------------------------------- ROS node

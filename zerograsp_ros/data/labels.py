@@ -42,6 +42,7 @@ from zerograsp_ros.grasp.representation import (
     GRASPNET_NUM_VIEWS,
     GraspSet,
     fibonacci_views,
+    quality_from_mu,  # noqa: F401  (re-exported: the label quality scale)
     rotation_from_approach,
 )
 
@@ -519,14 +520,6 @@ def label_object_grasps(points: np.ndarray, normals: np.ndarray, object_index: i
                        ).astype(np.float32),
         depth=np.where(valid, depths[col], 0.0).astype(np.float32),
         valid=valid)
-
-
-def quality_from_mu(mu_min) -> np.ndarray:
-    """Quality in [0, 1]: (1.4 - mu) / 1.2 for the lowest passing mu (0.2 -> 1), else 0."""
-    mu = np.asarray(mu_min, dtype=np.float64)
-    with np.errstate(invalid='ignore'):
-        q = np.clip((1.4 - mu) / 1.2, 0.0, 1.0)
-    return np.where(np.isfinite(mu), q, 0.0).astype(np.float32)
 
 
 def evaluate_grasp_set(grasps: GraspSet, geometry: SceneGeometry, gripper: GripperBoxes,

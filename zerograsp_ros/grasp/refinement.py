@@ -12,6 +12,13 @@ clearance C (`zerograsp_ros.grasp.gripper`), all boxes span |q_z| <= W/2 and:
 - gripper body: d - L - P - C <= q_x <= d and |q_y| <= w/2 + T, minus the closing region
   (the two fingers, the palm behind the finger roots and the approach-clearance box)
 
+0. Free-space carving (`use_free_space_check`, only when the depth image of the camera
+   whose optical frame the grasps are in is given): a reconstructed point is dropped when
+   its pixel has a valid depth more than `free_space_margin` behind it, i.e. the camera
+   looked through it. The network may complete shape where the camera sees empty space;
+   such points would make contacts, collisions and the emptiness test below believe in
+   geometry that is not there. Points outside the image or behind an invalid pixel stay.
+
 A grasp is rejected for the first reason that applies, in this order (the keys of
 `RefinementResult.rejection_counts`):
 
@@ -28,6 +35,16 @@ A grasp is rejected for the first reason that applies, in this order (the keys o
    deepest keeps the whole face between the fingers), and d <- clip(max(Z_L, Z_R), 0, d):
    the fingertips stop at the deeper contact instead of reaching past the object. A grasp
    with no object point in its closing region keeps w and d (and is later "empty").
+2b. Contact quality (`use_contact_quality`, only when object normals are given): on the
+   refined grasp, each side's contact patch (the points within `contact_tolerance` of
+   that side's tightest gap whose normals face the finger) gives a mean outward normal;
+   the smaller of the two cosines between it and the direction towards its finger is the
+   antipodal cosine c, mu = tan(arccos c) the least friction coefficient at which the
+   contacts hold, and quality = `quality_from_mu(mu)` (the training labels' scale). The
+   grasp's predicted quality is replaced by it and score = graspness * quality: the
+   network's quality head ranks poorly on a small CPU-trained model, while the
+   reconstructed surface and normals it also predicts measure contact geometry directly.
+   Nothing is rejected here; a grasp with no facing contact gets quality 0.
 3. ``stroke``: the (refined) width exceeds the gripper's max_stroke.
 4. ``approach_cone`` (only with a table plane n.p + d0 = 0, n up): the angle between the
    approach x and -n (straight down onto the table) exceeds `approach_cone_deg`.
@@ -69,7 +86,11 @@ import torch
 
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
-from zerograsp_ros.grasp.representation import GraspSet
+from zerograsp_ros.grasp.representation import (
+    GraspSet,
+    mu_from_antipodal_cosine,
+    quality_from_mu,
+)
 
 REJECTION_REASONS = ('invalid', 'stroke', 'approach_cone', 'below_table', 'workspace',
                      'collision', 'empty', 'nms', 'top_k')
@@ -102,6 +123,13 @@ class RefinementConfig:
     chunk_size: int = 1 << 22          # grasp-point pairs per batch (bounds memory)
     use_contact_constraints: bool = True
     use_collision_check: bool = True
+    # Re-score with the force-closure quality of the refined grasp's contacts on the
+    # reconstruction (needs object normals; decision 2b in the module notes).
+    use_contact_quality: bool = True
+    # Drop reconstructed points the camera sees through before anything else (needs the
+    # depth image; decision 0 in the module notes).
+    use_free_space_check: bool = True
+    free_space_margin: float = 0.01    # m, observed depth must lie this far behind a point
 
     def validate(self) -> None:
         def finite_nonneg(name):
@@ -110,7 +138,8 @@ class RefinementConfig:
                 raise InputError(f'RefinementConfig.{name} must be finite and >= 0, '
                                  f'got {value!r}')
         for name in ('gamma_min', 'gamma_max', 'contact_tolerance', 'collision_voxel',
-                     'nms_distance', 'nms_angle_deg', 'approach_cone_deg', 'table_tolerance'):
+                     'free_space_margin', 'nms_distance', 'nms_angle_deg', 'approach_cone_deg',
+                     'table_tolerance'):
             finite_nonneg(name)
         if self.gamma_min > self.gamma_max:
             raise InputError(f'RefinementConfig: gamma_min ({self.gamma_min}) > gamma_max '
@@ -235,10 +264,11 @@ class _Batch:
 
     def scan(self, points: torch.Tensor, widths: torch.Tensor, depths: torch.Tensor,
              chunk_size: int):
-        """Yield (grasp index tensor, q_x, q_y, q_z as (m, n)) over chunks of grasps.
+        """Yield (grasp index tensor, point index tensor, q_x, q_y, q_z as (m, n)) per chunk.
 
-        Only points inside the chunk's world-frame bounding box of the gripper body are
-        passed on; the others cannot touch any of the chunk's boxes.
+        Only the m points inside the chunk's world-frame bounding box of the gripper body
+        are passed on (their indices into `points`); the others cannot touch any of the
+        chunk's boxes.
         """
         g = self.gripper
         n_total = len(self.order)
@@ -261,16 +291,16 @@ class _Batch:
             idx = order[c * per_chunk:(c + 1) * per_chunk]
             R, t = self.R[idx], self.t[idx]
             lo, hi = chunk_lo[c].to(self.device), chunk_hi[c].to(self.device)
-            keep = ((points >= lo) & (points <= hi)).all(dim=1)
+            keep = ((points >= lo) & (points <= hi)).all(dim=1).nonzero(as_tuple=True)[0]
             pts = points[keep]
             if len(pts) == 0:
-                yield idx, None, None, None
+                yield idx, keep, None, None, None
                 continue
             offset = torch.einsum('nj,njk->nk', t, R)
             qx = pts @ R[:, :, 0].T - offset[:, 0]
             qy = pts @ R[:, :, 1].T - offset[:, 1]
             qz = pts @ R[:, :, 2].T - offset[:, 2]
-            yield idx, qx, qy, qz
+            yield idx, keep, qx, qy, qz
 
 
 def _morton_codes(points: np.ndarray, cell: float) -> np.ndarray:
@@ -305,7 +335,7 @@ def _count_body_and_inner(batch: _Batch, points: torch.Tensor, widths, depths, c
     n = len(widths)
     body = torch.zeros(n, dtype=torch.int64, device=batch.device)
     inner = torch.zeros(n, dtype=torch.int64, device=batch.device)
-    for idx, qx, qy, qz in batch.scan(points, widths, depths, chunk_size):
+    for idx, _, qx, qy, qz in batch.scan(points, widths, depths, chunk_size):
         if qx is None:
             continue
         w, d = widths[idx], depths[idx]
@@ -318,15 +348,25 @@ def _count_body_and_inner(batch: _Batch, points: torch.Tensor, widths, depths, c
     return body, inner
 
 
-def _contacts(batch: _Batch, points: torch.Tensor, widths, depths, tolerance, chunk_size):
-    """Per grasp: gaps to the left/right finger and contact depths (inf / -inf if none)."""
+def _contacts(batch: _Batch, points: torch.Tensor, widths, depths, tolerance, chunk_size,
+              normals: torch.Tensor | None = None):
+    """Per grasp: gaps to the left/right finger and contact depths (inf / -inf if none).
+
+    With `normals` (unit, one per point) also the antipodal cosine of each side: the
+    mean outward normal of the side's contact patch (points within `tolerance` of the
+    tightest gap that face that finger) dotted with the direction towards the finger
+    (-1 when no patch point faces it).
+    """
     g = batch.gripper
     n = len(widths)
-    gap_left = torch.full((n,), float('inf'), device=batch.device)
+    dev = batch.device
+    gap_left = torch.full((n,), float('inf'), device=dev)
     gap_right = gap_left.clone()
-    z_left = torch.full((n,), -float('inf'), device=batch.device)
+    z_left = torch.full((n,), -float('inf'), device=dev)
     z_right = z_left.clone()
-    for idx, qx, qy, qz in batch.scan(points, widths, depths, chunk_size):
+    cos_left = torch.full((n,), -1.0, device=dev)
+    cos_right = cos_left.clone()
+    for idx, point_index, qx, qy, qz in batch.scan(points, widths, depths, chunk_size):
         if qx is None:
             continue
         w, d = widths[idx], depths[idx]
@@ -338,14 +378,30 @@ def _contacts(batch: _Batch, points: torch.Tensor, widths, depths, tolerance, ch
             continue
         x, y, half = qx[point_i, grasp_i], qy[point_i, grasp_i], w[grasp_i] / 2
         chunk = len(idx)
-        for gap, gap_out, z_out in ((half + y, gap_left, z_left), (half - y, gap_right, z_right)):
-            best = torch.full((chunk,), float('inf'), device=batch.device).scatter_reduce(
+        if normals is not None:
+            # normal component along the closing axis, in each pair's gripper frame
+            n_y = (normals[point_index[point_i]] * batch.R[idx][grasp_i, :, 1]).sum(1)
+        # The left finger sits at y = -w/2 (gap w/2 + y), the right one at y = +w/2.
+        for gap, gap_out, z_out, cos_out, sign in (
+                (half + y, gap_left, z_left, cos_left, -1.0),
+                (half - y, gap_right, z_right, cos_right, 1.0)):
+            best = torch.full((chunk,), float('inf'), device=dev).scatter_reduce(
                 0, grasp_i, gap, 'amin')
             near = gap <= best[grasp_i] + tolerance
             gap_out[idx] = best
-            z_out[idx] = torch.full((chunk,), -float('inf'), device=batch.device).scatter_reduce(
+            z_out[idx] = torch.full((chunk,), -float('inf'), device=dev).scatter_reduce(
                 0, grasp_i[near], x[near], 'amax')
-    return gap_left, gap_right, z_left, z_right
+            if normals is not None:
+                facing = near & (sign * n_y > 0)
+                mean = torch.zeros((chunk, 3), device=dev).index_add_(
+                    0, grasp_i[facing], normals[point_index[point_i[facing]]])
+                length = mean.norm(dim=1)
+                along = sign * (mean * batch.R[idx][:, :, 1]).sum(1)
+                cos_out[idx] = torch.where(length > 0, along / length.clamp(min=1e-12),
+                                           torch.full_like(length, -1.0))
+    if normals is None:
+        return gap_left, gap_right, z_left, z_right
+    return gap_left, gap_right, z_left, z_right, cos_left, cos_right
 
 
 def _table_signed_corners(R, t, x_lo, x_hi, y_lo, y_hi, z_half, plane):
@@ -450,6 +506,65 @@ def contact_refinement(grasps: GraspSet, object_points: np.ndarray,
     return new_w.cpu().numpy(), new_d.cpu().numpy(), found.cpu().numpy()
 
 
+def contact_quality(grasps: GraspSet, object_points: np.ndarray, object_normals: np.ndarray,
+                    gripper: GripperModel | None = None,
+                    config: RefinementConfig | None = None,
+                    device: str = 'cpu') -> tuple[np.ndarray, np.ndarray]:
+    """Antipodal cosine and least force-closure mu of each grasp's contacts (notes, 2b.).
+
+    object_normals: (M, 3) unit outward normals, one per object point. A grasp with no
+    contact facing one of its fingers gets cosine -1 and mu inf.
+    """
+    gripper = gripper if gripper is not None else gripper_preset('robotiq_2f85')
+    config = config if config is not None else RefinementConfig()
+    _check_types(grasps, gripper)
+    config.validate()
+    points = _as_points(object_points, 'object_points', allow_empty=True)
+    normals = _as_points(object_normals, 'object_normals', allow_empty=True)
+    if normals.shape != points.shape:
+        raise InputError(f'object_normals has shape {normals.shape}, object_points '
+                         f'{points.shape}: one normal per point is needed')
+    length = np.linalg.norm(normals, axis=1)
+    not_unit = int((np.abs(length - 1.0) > 0.05).sum())
+    if not_unit:
+        raise InputError(f'object_normals must be unit vectors: {not_unit} of {len(length)} '
+                         'are not (e.g. a reconstruction without normals)')
+    dev = _resolve_device(device)
+    if len(grasps) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.float64)
+    batch = _Batch(grasps, gripper, dev)
+    *_, cos_l, cos_r = _contacts(batch, torch.as_tensor(points, device=dev),
+                                 torch.as_tensor(grasps.widths, device=dev),
+                                 torch.as_tensor(grasps.depths, device=dev),
+                                 float(config.contact_tolerance), config.chunk_size,
+                                 normals=torch.as_tensor(normals, device=dev))
+    cosine = torch.minimum(cos_l, cos_r).cpu().numpy().astype(np.float32)
+    return cosine, mu_from_antipodal_cosine(cosine)
+
+
+def seen_free_points(points: np.ndarray, depth: np.ndarray, intrinsics,
+                     margin: float = 0.01) -> np.ndarray:
+    """Which camera-frame points the depth image sees through (notes, 0.).
+
+    depth is (H, W) metres, 0 or NaN where invalid; a point is seen free when its pixel
+    is valid and more than `margin` behind it.
+    """
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2 or depth.shape != (intrinsics.height, intrinsics.width):
+        raise InputError(f'depth image has shape {depth.shape}, the intrinsics '
+                         f'{intrinsics.height}x{intrinsics.width}')
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    z = pts[:, 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        u = np.round(intrinsics.fx * pts[:, 0] / z + intrinsics.cx)
+        v = np.round(intrinsics.fy * pts[:, 1] / z + intrinsics.cy)
+    inside = (z > 0) & (u >= 0) & (u < intrinsics.width) & (v >= 0) & (v < intrinsics.height)
+    observed = np.full(len(pts), np.nan)
+    observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
+    with np.errstate(invalid='ignore'):
+        return inside & np.isfinite(observed) & (observed > 0) & (observed > z + margin)
+
+
 def grasp_nms(grasps: GraspSet, distance: float = 0.03, angle_deg: float = 30.0,
               symmetric: bool = True) -> np.ndarray:
     """Greedy grasp NMS; indices of the kept grasps, best score first.
@@ -497,13 +612,19 @@ def refine_grasps(grasps: GraspSet, object_points: np.ndarray,
                   scene_points: np.ndarray | None = None, table_plane: np.ndarray | None = None,
                   gripper: GripperModel | None = None,
                   config: RefinementConfig | None = None,
-                  max_grasps: int = 50, device: str = 'cpu') -> RefinementResult:
+                  max_grasps: int = 50, device: str = 'cpu',
+                  object_normals: np.ndarray | None = None,
+                  camera_depth: tuple | None = None) -> RefinementResult:
     """Refine, filter, de-duplicate and rank grasps on the reconstruction (module notes).
 
     object_points: (M, 3) all objects' reconstructed points; object_point_ids: (M,) their
     object ids, used to give grasps with a negative object id the id of the nearest object
     point; scene_points: (K, 3) visible depth points (table included) added to the
-    obstacle cloud; table_plane: (a, b, c, d) with the normal pointing up.
+    obstacle cloud; table_plane: (a, b, c, d) with the normal pointing up;
+    object_normals: (M, 3) unit outward normals of the object points, for the contact
+    quality (without them the predicted scores are kept); camera_depth: (depth (H, W) in
+    metres, CameraIntrinsics) of the camera whose optical frame the grasps are in, for
+    the free-space check.
     """
     gripper = gripper if gripper is not None else gripper_preset('robotiq_2f85')
     config = config if config is not None else RefinementConfig()
@@ -522,6 +643,17 @@ def refine_grasps(grasps: GraspSet, object_points: np.ndarray,
         if len(ids) != len(objects):
             raise InputError(f'object_point_ids has {len(ids)} entries for {len(objects)} '
                              'object points')
+    if object_normals is not None:
+        object_normals = np.asarray(object_normals, dtype=np.float32).reshape(-1, 3)
+        if len(object_normals) != len(objects):
+            raise InputError(f'object_normals has {len(object_normals)} rows for '
+                             f'{len(objects)} object points')
+    if config.use_free_space_check and camera_depth is not None:
+        keep = ~seen_free_points(objects, camera_depth[0], camera_depth[1],
+                                 config.free_space_margin)
+        objects = objects[keep]
+        ids = ids[keep] if ids is not None else None
+        object_normals = object_normals[keep] if object_normals is not None else None
     counts = {reason: 0 for reason in REJECTION_REASONS}
     n = len(grasps)
     reason = np.full(n, -1, np.int64)  # index into REJECTION_REASONS, -1 = kept so far
@@ -533,12 +665,16 @@ def refine_grasps(grasps: GraspSet, object_points: np.ndarray,
     reject(invalid_grasp_mask(grasps, gripper), 'invalid')
     alive = np.flatnonzero(reason < 0)
     work = grasps.subset(alive)
-    if len(work) and ids is not None and (work.object_ids < 0).any():
+    if len(work) and len(objects) and ids is not None and (work.object_ids < 0).any():
         unknown = work.object_ids < 0
         _, nearest = cKDTree(objects).query(work.translations[unknown])
         work.object_ids[unknown] = ids[nearest]
     if len(work) and config.use_contact_constraints:
         work.widths, work.depths, _ = contact_refinement(work, objects, gripper, config, dev)
+    if len(work) and config.use_contact_quality and object_normals is not None:
+        _, mu = contact_quality(work, objects, object_normals, gripper, config, dev)
+        work.qualities = quality_from_mu(mu)
+        work.scores = work.graspness * work.qualities
 
     def reject_alive(mask, name):
         full = np.zeros(n, bool)

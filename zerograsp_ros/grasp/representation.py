@@ -92,6 +92,31 @@ class GraspSet:
                    arr[:, 0], np.ones(n), arr[:, 16].astype(np.int32))
 
 
+def quality_from_mu(mu_min) -> np.ndarray:
+    """Grasp quality in [0, 1] from the lowest force-closure friction coefficient.
+
+    (1.4 - mu) / 1.2 clipped, so mu = 0.2 -> 1 and mu >= 1.4 (or inf: never
+    force-closure) -> 0. The training labels' quality and the refinement's contact
+    quality share this scale.
+    """
+    mu = np.asarray(mu_min, dtype=np.float64)
+    with np.errstate(invalid='ignore'):
+        q = np.clip((1.4 - mu) / 1.2, 0.0, 1.0)
+    return np.where(np.isfinite(mu), q, 0.0).astype(np.float32)
+
+
+def mu_from_antipodal_cosine(cosine) -> np.ndarray:
+    """Least friction coefficient holding contacts at this antipodal cosine.
+
+    The cosine is between a contact's outward normal and the closing line; mu is the
+    tangent of that angle (inf when the cosine is <= 0).
+    """
+    c = np.clip(np.asarray(cosine, dtype=np.float64), -1.0, 1.0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        mu = np.tan(np.arccos(c))
+    return np.where(c > 1e-6, mu, np.inf)
+
+
 def fibonacci_views(num_views: int = GRASPNET_NUM_VIEWS) -> np.ndarray:
     """Unit approach directions on a Fibonacci sphere (GraspNet's 300 views), (V, 3)."""
     i = np.arange(num_views, dtype=np.float64)

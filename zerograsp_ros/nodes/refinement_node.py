@@ -82,6 +82,11 @@ class RefinementNode(Node):
                              f"reconstruction in '{request.reconstruction.header.frame_id}'")
         frame, plane, note = None, None, ''
         if not frame_msg_is_empty(request.frame):
+            frame_id = request.frame.header.frame_id
+            if frame_id and frame_id != request.grasps.header.frame_id:
+                raise InputError(f"the frame is in '{frame_id}' but the grasps in "
+                                 f"'{request.grasps.header.frame_id}': its depth points and "
+                                 'free-space check need the same camera frame')
             frame = rgbd_msg_to_frame(request.frame)
             if self.segmenter is not None:
                 try:
@@ -95,6 +100,9 @@ class RefinementNode(Node):
         response.grasps = grasps_to_msg(out.grasps, request.grasps.header)
         response.rejection_reasons = list(out.rejection_counts)
         response.rejection_counts = [int(v) for v in out.rejection_counts.values()]
+        for warning in out.warnings:
+            self.get_logger().warn(warning)
+            note += f'; {warning}'
         response.message = f'{len(response.grasps.grasps)} of {len(grasps)} grasps kept in ' \
                            f'{out.seconds:.3f} s{note}'
 

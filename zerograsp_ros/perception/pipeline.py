@@ -38,6 +38,7 @@ class RefinementOutput:
     grasps: GraspSet
     rejection_counts: dict[str, int]
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
 
 class Stopwatch:
@@ -102,8 +103,8 @@ def refine_on_reconstruction(grasps: GraspSet, objects, gripper, config=None,
     """Contact refinement + collision check of grasps on the reconstructed objects.
 
     objects: anything with object_id and points (the model's ObjectReconstruction,
-    or conversions.ObjectShape read from a message). The frame's depth points
-    join the obstacle cloud when given.
+    or conversions.ObjectShape read from a message). The frame (same camera frame as the
+    grasps) adds its depth points to the obstacle cloud and enables the free-space check.
     """
     from zerograsp_ros.grasp.refinement import RefinementConfig, refine_grasps
 
@@ -117,16 +118,40 @@ def refine_on_reconstruction(grasps: GraspSet, objects, gripper, config=None,
     if not np.isfinite(object_points).all():
         raise InputError('reconstruction surface points contain NaN/inf')
     scene = frame_scene_points(frame) if frame is not None else None
+    config = config if config is not None else RefinementConfig()
+    normals, warnings = None, []
+    if config.use_contact_quality:
+        normals, missing = reconstruction_normals(objects, pts)
+        if missing:
+            warnings.append(f'objects {missing} have no valid surface normals: predicted '
+                            'grasp scores kept (no contact-quality re-scoring)')
     result = refine_grasps(grasps, object_points, object_point_ids=ids, scene_points=scene,
-                           table_plane=table_plane, gripper=gripper,
-                           config=config if config is not None else RefinementConfig(),
-                           max_grasps=int(max_grasps), device=device)
+                           table_plane=table_plane, gripper=gripper, config=config,
+                           max_grasps=int(max_grasps), device=device, object_normals=normals,
+                           camera_depth=None if frame is None else (frame.depth, frame.intrinsics))
     refined = finite_top_k(result.grasps, int(max_grasps))
     counts = {str(k): int(v) for k, v in dict(result.rejection_counts).items()}
     dropped = len(result.grasps) - len(refined)
     if dropped:
         counts['invalid'] = counts.get('invalid', 0) + dropped
-    return RefinementOutput(refined, counts, time.perf_counter() - start)
+    return RefinementOutput(refined, counts, time.perf_counter() - start, warnings)
+
+
+def reconstruction_normals(objects, points: list[np.ndarray]):
+    """All objects' unit normals stacked like `points`, or None and the ids lacking them."""
+    normals, missing = [], []
+    for obj, p in zip(objects, points):
+        n = getattr(obj, 'normals', None)
+        n = np.zeros((0, 3), np.float32) if n is None else np.asarray(n, np.float32)
+        n = n.reshape(-1, 3) if n.size else n.reshape(0, 3)
+        length = np.linalg.norm(n, axis=1) if len(n) else n[:, 0]
+        if (len(p) and (n.shape != p.shape or not np.isfinite(n).all()
+                        or np.abs(length - 1.0).max() > 0.05)):
+            missing.append(int(obj.object_id))
+        normals.append(n)
+    if missing:
+        return None, missing
+    return np.concatenate(normals) if normals else np.zeros((0, 3), np.float32), []
 
 
 class GraspPipeline:

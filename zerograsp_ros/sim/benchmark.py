@@ -32,7 +32,8 @@ from zerograsp_ros.geometry.rgbd import RGBDFrame
 from zerograsp_ros.grasp.representation import GraspSet
 
 BASELINES = ('random', 'highest_point', 'antipodal')
-ZEROGRASP_METHODS = ('zerograsp_raw', 'zerograsp_depth_cc', 'zerograsp_full')
+ZEROGRASP_METHODS = ('zerograsp_raw', 'zerograsp_depth_cc', 'zerograsp_paper_refine',
+                     'zerograsp_full')
 METHODS = BASELINES + ZEROGRASP_METHODS
 METHOD_LABELS = {
     'random': 'Random grasps',
@@ -40,7 +41,8 @@ METHOD_LABELS = {
     'antipodal': 'Antipodal sampler (GPD-like)',
     'zerograsp_raw': 'ZeroGrasp, no refinement',
     'zerograsp_depth_cc': 'ZeroGrasp + depth-map collision check',
-    'zerograsp_full': 'ZeroGrasp + full refinement',
+    'zerograsp_paper_refine': 'ZeroGrasp + paper refinement (no contact quality)',
+    'zerograsp_full': 'ZeroGrasp + full refinement (with contact quality)',
 }
 WALL_MARGIN = 0.02
 MIN_GRASP_HEIGHT = 0.005
@@ -50,16 +52,17 @@ MIN_GRASP_HEIGHT = 0.005
 class BenchmarkConfig:
     methods: tuple = BASELINES
     layouts: tuple = ('pile', 'packed')
-    rounds: int = 5                      # rounds per layout (default <= 15 min)
+    rounds: int = 10                     # rounds per layout (default size: about 6 min)
     num_objects: int = 5
     seed: int = 0
     split: str = 'test'
     max_consecutive_failures: int = 2
     max_attempts: int = 12               # safety cap per round
     checkpoint: str = 'checkpoints/zerograsp_cpu.pt'
-    # Fewer rounds for the ZeroGrasp methods (a CPU forward pass takes seconds); they are
+    # Optionally fewer rounds for the ZeroGrasp methods (e.g. a slow machine); they are
     # paired with the baselines on those first scenes. None = `rounds`.
-    zerograsp_rounds: int | None = 3
+    zerograsp_rounds: int | None = 10
+    grasps_per_object: int = 64          # ZeroGrasp grasps decoded per object before refinement
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -102,7 +105,7 @@ def _observed_object_points(frame: RGBDFrame) -> tuple[np.ndarray, np.ndarray]:
     return pts, frame.labels[pix[:, 0], pix[:, 1]].astype(np.int32)
 
 
-def make_planner(method: str, predictor=None) -> Planner:
+def make_planner(method: str, predictor=None, grasps_per_object: int = 64) -> Planner:
     """A function (frame, table plane in camera frame, rng) -> GraspSet (camera frame)."""
     from zerograsp_ros.sim import baselines
     if method == 'random':
@@ -119,14 +122,16 @@ def make_planner(method: str, predictor=None) -> Planner:
     from zerograsp_ros.perception.pipeline import frame_scene_points
 
     def plan(frame: RGBDFrame, plane: np.ndarray, rng) -> GraspSet:
-        pred = predictor.predict(frame, max_grasps_per_object=64)
+        pred = predictor.predict(frame, max_grasps_per_object=grasps_per_object)
         grasps = pred.grasps
         if method == 'zerograsp_raw' or len(grasps) == 0:
             return grasps.subset(grasps.finite_mask()).sorted_by_score()
         scene_pts = frame_scene_points(frame)
         if method == 'zerograsp_depth_cc':
             obj_pts, obj_ids = _observed_object_points(frame)
-            cfg = RefinementConfig(use_contact_constraints=False, use_collision_check=True)
+            cfg = RefinementConfig(use_contact_constraints=False, use_collision_check=True,
+                                   use_contact_quality=False, use_free_space_check=False)
+            normals = None
         else:
             recon = [o for o in pred.objects if len(o.points)]
             if not recon:
@@ -134,11 +139,15 @@ def make_planner(method: str, predictor=None) -> Planner:
             obj_pts = np.concatenate([np.asarray(o.points, np.float32) for o in recon])
             obj_ids = np.concatenate([np.full(len(o.points), o.object_id, np.int32)
                                       for o in recon])
-            cfg = RefinementConfig()
+            full = method == 'zerograsp_full'
+            cfg = RefinementConfig(use_contact_quality=full, use_free_space_check=full)
+            normals = np.concatenate([np.asarray(o.normals, np.float32) for o in recon])
         if len(obj_pts) == 0:
             return GraspSet.empty()
         return refine_grasps(grasps, obj_pts, object_point_ids=obj_ids, scene_points=scene_pts,
-                             table_plane=plane, config=cfg, max_grasps=50).grasps
+                             table_plane=plane, config=cfg, max_grasps=50,
+                             object_normals=normals if cfg.use_contact_quality else None,
+                             camera_depth=(frame.depth, frame.intrinsics)).grasps
     return plan
 
 
@@ -342,7 +351,7 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             result = done[tag]
         else:
             if m not in planners:
-                planners[m] = make_planner(m, predictor)
+                planners[m] = make_planner(m, predictor, config.grasps_per_object)
             scene_seed = config.seed * 1000 + r
             rng = np.random.default_rng([config.seed, r, METHODS.index(m)])
             result = run_round(cell, planners[m], scene_seed, layout, config.num_objects,

@@ -224,8 +224,9 @@ def refine_on_reconstruction(pred, record: SceneRecord):
         plane = np.asarray(model, dtype=np.float64)
         if plane[:3] @ np.array([0.0, 0.0, -1.0]) < 0:  # normal towards the camera = up
             plane = -plane
+    obj_normals = np.concatenate([o.normals for o in objects])
     result = refine_grasps(pred.grasps, obj_pts, obj_ids, scene_points=scene_pts[::4],
-                           table_plane=plane, max_grasps=max(TOP_K))
+                           table_plane=plane, max_grasps=max(TOP_K), object_normals=obj_normals)
     return result.grasps
 
 
