@@ -17,7 +17,8 @@ directions' |n . n_nearest|. Methods on the same objects:
     front (a rotational-symmetry heuristic, see `mirror_completion`).
 Grasps: the model's grasps per scene, sorted by score ('grasps': raw network
 output; 'grasps_refined': after the pipeline's refinement on the
-reconstruction, `grasp.refinement.refine_grasps`), judged by the same
+reconstruction, `grasp.refinement.refine_grasps`; 'grasps_refined_paper': the same
+without contact-quality re-scoring and free-space carving), judged by the same
 check that labels the data (`labels.judge_grasps`: 2F-85-like gripper boxes
 against every scene mesh + the table, antipodal force closure). Precision@k
 counts top-k grasps that are collision-free, non-empty and force-closure at
@@ -150,7 +151,7 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
     if predictor is None and checkpoint is not None:
         predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device)
     n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
-    rows, grasp_rows, refined_rows, times = [], [], [], []
+    rows, grasp_rows, refined_rows, paper_rows, times = [], [], [], [], []
     for si in tqdm(range(n), desc='evaluating scenes', unit='scene', disable=not progress,
                    file=sys.stdout):
         rec = ds.record(si)
@@ -196,18 +197,23 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
             if len(refined):
                 ok = grasp_success(refined.subset(slice(0, max(TOP_K))), rec, geometry)
                 refined_rows.append({'scene': si, 'success': ok.tolist()})
-    return summarise(rows, grasp_rows, times, refined_rows)
+            refined = refine_on_reconstruction(pred, rec, paper_only=True)
+            if len(refined):
+                ok = grasp_success(refined.subset(slice(0, max(TOP_K))), rec, geometry)
+                paper_rows.append({'scene': si, 'success': ok.tolist()})
+    return summarise(rows, grasp_rows, times, refined_rows, paper_rows)
 
 
-def refine_on_reconstruction(pred, record: SceneRecord):
+def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False):
     """The pipeline's refinement (contacts, collision vs reconstruction + depth, NMS).
 
     The table plane is fitted to the observed table pixels (as a robot would),
-    not taken from the ground truth.
+    not taken from the ground truth. `paper_only`: without the contact-quality
+    re-scoring and the free-space carving (the paper's refinement).
     """
     import open3d as o3d
 
-    from zerograsp_ros.grasp.refinement import refine_grasps
+    from zerograsp_ros.grasp.refinement import RefinementConfig, refine_grasps
 
     frame = record.frame()
     objects = [o for o in pred.objects if len(o.points)]
@@ -226,7 +232,10 @@ def refine_on_reconstruction(pred, record: SceneRecord):
             plane = -plane
     obj_normals = np.concatenate([o.normals for o in objects])
     result = refine_grasps(pred.grasps, obj_pts, obj_ids, scene_points=scene_pts[::4],
-                           table_plane=plane, max_grasps=max(TOP_K), object_normals=obj_normals)
+                           table_plane=plane, max_grasps=max(TOP_K), object_normals=obj_normals,
+                           camera_depth=(frame.depth, frame.intrinsics),
+                           config=RefinementConfig(use_contact_quality=not paper_only,
+                                                   use_free_space_check=not paper_only))
     return result.grasps
 
 
@@ -247,7 +256,8 @@ def _precision(grasp_rows: list[dict]) -> dict:
 
 
 def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float],
-              refined_rows: list[dict] | None = None) -> dict:
+              refined_rows: list[dict] | None = None,
+              paper_rows: list[dict] | None = None) -> dict:
     methods = [m for m in ('model', 'visible', 'mirror') if any(m in r for r in rows)]
     common = [r for r in rows if all(m in r for m in methods)]
     from zerograsp_ros.sim.scene import PRIMITIVES
@@ -276,6 +286,10 @@ def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float],
     if refined_rows:
         out['grasps_refined'] = _precision(refined_rows)
         out['grasps_refined']['scenes_without_survivors'] = len(grasp_rows) - len(refined_rows)
+    if paper_rows:
+        out['grasps_refined_paper'] = _precision(paper_rows)
+        out['grasps_refined_paper']['scenes_without_survivors'] = \
+            len(grasp_rows) - len(paper_rows)
     if times:
         out['model_seconds_per_frame'] = float(np.mean(times))
     out['per_object'] = rows
