@@ -213,6 +213,36 @@ def test_contact_quality_rejects_bad_normals():
         contact_quality(grasp, points, bad)
 
 
+# ----------------------------------------------------------------------------- depth search
+
+def test_depth_search_goes_as_deep_as_the_gripper_clears():
+    cfg = RefinementConfig(nms_distance=0.0, use_contact_quality=False)
+    # a tall box: the fingers slide down its 4 cm sides to the deepest depth tried
+    tall = top_down(0.06, 0.01, (0.0, 0.0, 0.08), CLOSE_ALONG_X)
+    res = refine_grasps(tall, BOX, scene_points=table_points(), table_plane=TABLE, config=cfg)
+    assert res.grasps.depths[0] == pytest.approx(cfg.depth_search_max, abs=1e-5)
+    # a 2 cm plate: the fingertips stop within one step above the table (z = 0.02 - depth)
+    plate = box_surface((0.02, 0.03, 0.01), centre=(0.0, 0.0, 0.01))
+    low = top_down(0.06, 0.005, (0.0, 0.0, 0.02), CLOSE_ALONG_X)
+    res = refine_grasps(low, plate, scene_points=table_points(), table_plane=TABLE, config=cfg)
+    assert 0.02 - cfg.depth_search_step < res.grasps.depths[0] <= 0.02 + 1e-6
+    off = refine_grasps(low, plate, scene_points=table_points(), table_plane=TABLE,
+                        config=RefinementConfig(nms_distance=0.0, use_depth_search=False))
+    assert off.grasps.depths[0] == pytest.approx(contact_refinement(low, plate)[1][0])
+
+
+def test_depth_search_stops_at_a_neighbour_in_the_finger_path():
+    cfg = RefinementConfig(nms_distance=0.0, use_contact_quality=False)
+    # a flat neighbour 1 cm under the right fingertip's starting height blocks the descent
+    neighbour = box_surface((0.01, 0.03, 0.005), centre=(0.037, 0.0, 0.055))
+    grasp = top_down(0.06, 0.01, (0.0, 0.0, 0.08), CLOSE_ALONG_X)
+    res = refine_grasps(grasp, np.concatenate([BOX, neighbour]), table_plane=TABLE, config=cfg)
+    assert len(res.grasps) == 1, res.rejection_counts
+    # the right finger (x in [0.03, 0.042]) reaches the neighbour's top (z = 0.06) at depth
+    # 0.02 (touching is not a collision) and hits it one step deeper
+    assert res.grasps.depths[0] == pytest.approx(0.02, abs=1e-5)
+
+
 # ----------------------------------------------------------------------------- free space
 
 def camera_over_box():

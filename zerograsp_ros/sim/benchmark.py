@@ -41,8 +41,8 @@ METHOD_LABELS = {
     'antipodal': 'Antipodal sampler (GPD-like)',
     'zerograsp_raw': 'ZeroGrasp, no refinement',
     'zerograsp_depth_cc': 'ZeroGrasp + depth-map collision check',
-    'zerograsp_paper_refine': 'ZeroGrasp + paper refinement (no contact quality)',
-    'zerograsp_full': 'ZeroGrasp + full refinement (with contact quality)',
+    'zerograsp_paper_refine': "ZeroGrasp + the paper's refinement",
+    'zerograsp_full': 'ZeroGrasp + full refinement (+ quality, carving, depth search)',
 }
 WALL_MARGIN = 0.02
 MIN_GRASP_HEIGHT = 0.005
@@ -130,7 +130,8 @@ def make_planner(method: str, predictor=None, grasps_per_object: int = 64) -> Pl
         if method == 'zerograsp_depth_cc':
             obj_pts, obj_ids = _observed_object_points(frame)
             cfg = RefinementConfig(use_contact_constraints=False, use_collision_check=True,
-                                   use_contact_quality=False, use_free_space_check=False)
+                                   use_contact_quality=False, use_free_space_check=False,
+                                   use_depth_search=False)
             normals = None
         else:
             recon = [o for o in pred.objects if len(o.points)]
@@ -140,7 +141,8 @@ def make_planner(method: str, predictor=None, grasps_per_object: int = 64) -> Pl
             obj_ids = np.concatenate([np.full(len(o.points), o.object_id, np.int32)
                                       for o in recon])
             full = method == 'zerograsp_full'
-            cfg = RefinementConfig(use_contact_quality=full, use_free_space_check=full)
+            cfg = RefinementConfig(use_contact_quality=full, use_free_space_check=full,
+                                   use_depth_search=full)
             normals = np.concatenate([np.asarray(o.normals, np.float32) for o in recon])
         if len(obj_pts) == 0:
             return GraspSet.empty()

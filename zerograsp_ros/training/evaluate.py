@@ -18,7 +18,7 @@ directions' |n . n_nearest|. Methods on the same objects:
 Grasps: the model's grasps per scene, sorted by score ('grasps': raw network
 output; 'grasps_refined': after the pipeline's refinement on the
 reconstruction, `grasp.refinement.refine_grasps`; 'grasps_refined_paper': the same
-without contact-quality re-scoring and free-space carving), judged by the same
+without contact-quality re-scoring, free-space carving and depth search), judged by the same
 check that labels the data (`labels.judge_grasps`: 2F-85-like gripper boxes
 against every scene mesh + the table, antipodal force closure). Precision@k
 counts top-k grasps that are collision-free, non-empty and force-closure at
@@ -209,7 +209,7 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
 
     The table plane is fitted to the observed table pixels (as a robot would),
     not taken from the ground truth. `paper_only`: without the contact-quality
-    re-scoring and the free-space carving (the paper's refinement).
+    re-scoring, free-space carving and depth search (the paper's refinement).
     """
     import open3d as o3d
 
@@ -235,7 +235,8 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
                            table_plane=plane, max_grasps=max(TOP_K), object_normals=obj_normals,
                            camera_depth=(frame.depth, frame.intrinsics),
                            config=RefinementConfig(use_contact_quality=not paper_only,
-                                                   use_free_space_check=not paper_only))
+                                                   use_free_space_check=not paper_only,
+                                                   use_depth_search=not paper_only))
     return result.grasps
 
 
