@@ -87,7 +87,7 @@ class ZeroGraspPredictor:
         return cls(model, config, dev)
 
     @torch.no_grad()
-    def predict(self, frame: RGBDFrame, max_grasps_per_object: int = 64,
+    def predict(self, frame: RGBDFrame, max_grasps_per_object: int = 256,
                 object_ids=None, with_mesh: bool = True, *,
                 occupancy_guide=None) -> Prediction:
         """Reconstruct and grasp every labelled object (or `object_ids`).

@@ -70,7 +70,7 @@ class GraspNode(Node):
                          "'auto', 'cpu' or 'cuda[:N]'")
         self.max_grasps = declare(self, 'max_grasps', 20, 'Grasps returned when the request '
                                   'says 0', lambda v: v >= 1, 'an integer >= 1')
-        max_per_object = declare(self, 'max_grasps_per_object', 64,
+        max_per_object = declare(self, 'max_grasps_per_object', 256,
                                  'Grasps decoded per object before refinement',
                                  lambda v: v >= 1, 'an integer >= 1')
         self.max_frame_age = declare(self, 'max_frame_age', 2.0,

@@ -158,7 +158,7 @@ class GraspPipeline:
     """Segmentation, reconstruction + grasp prediction and refinement, in one process."""
 
     def __init__(self, predictor, segmenter=None, gripper=None, refinement_config=None,
-                 max_grasps: int = 20, max_grasps_per_object: int = 64,
+                 max_grasps: int = 20, max_grasps_per_object: int = 256,
                  refinement_device: str = 'cpu'):
         self.predictor = predictor
         self.segmenter = segmenter if segmenter is not None else make_segmenter('tabletop')

@@ -62,7 +62,7 @@ class BenchmarkConfig:
     # Optionally fewer rounds for the ZeroGrasp methods (e.g. a slow machine); they are
     # paired with the baselines on those first scenes. None = `rounds`.
     zerograsp_rounds: int | None = 10
-    grasps_per_object: int = 64          # ZeroGrasp grasps decoded per object before refinement
+    grasps_per_object: int = 256         # ZeroGrasp grasps decoded per object before refinement
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -105,7 +105,7 @@ def _observed_object_points(frame: RGBDFrame) -> tuple[np.ndarray, np.ndarray]:
     return pts, frame.labels[pix[:, 0], pix[:, 1]].astype(np.int32)
 
 
-def make_planner(method: str, predictor=None, grasps_per_object: int = 64) -> Planner:
+def make_planner(method: str, predictor=None, grasps_per_object: int = 256) -> Planner:
     """A function (frame, table plane in camera frame, rng) -> GraspSet (camera frame)."""
     from zerograsp_ros.sim import baselines
     if method == 'random':
@@ -318,10 +318,11 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             raise InputError(f"unknown method '{m}'; valid: {', '.join(METHODS)}")
     run = BenchmarkRun(config=config)
     # Rounds are cached per (method, layout, round): a run with more rounds, fewer
-    # methods or another layout reuses them; ZeroGrasp rounds also key on the checkpoint.
+    # methods or another layout reuses them; ZeroGrasp rounds also key on the checkpoint
+    # and the grasps decoded per object.
     key = json.dumps({k: v for k, v in asdict(config).items()
                       if k not in ('methods', 'rounds', 'layouts', 'checkpoint',
-                                   'zerograsp_rounds')},
+                                   'zerograsp_rounds', 'grasps_per_object')},
                      sort_keys=True, default=list)
     done: dict = {}
     if partial_path is not None and Path(partial_path).is_file():
@@ -347,7 +348,7 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             continue
         tag = f'{m}/{layout}/{r}'
         if m in ZEROGRASP_METHODS:
-            tag += f'/{checkpoint_fingerprint(config.checkpoint)}'
+            tag += f'/{checkpoint_fingerprint(config.checkpoint)}/g{config.grasps_per_object}'
         bar.set_postfix_str(tag)
         if tag in done:
             result = done[tag]
