@@ -734,6 +734,35 @@ def test_sim_gripper_closing_on_nothing_fails_at_the_grasp_stage(cell):
     np.testing.assert_allclose(cell.tcp_pose_base()[:3, 3], T_tcp[:3, 3], atol=0.01)
 
 
+def test_sim_a_failed_grasp_is_tried_last_next_time_until_a_pick_succeeds(cell):
+    from zerograsp_ros.grasp.representation import GraspSet
+
+    def target_with_a_decoy():
+        cell.reset(seed=SIM_SEEDS[0])   # a scene whose best SHAF-like grasp lifts
+        target = shaf_target(cell)
+        decoy = free_spot_grasp(cell)   # closes on nothing, scored above every real grasp
+        decoy.scores[:] = target.grasps.scores.max() + 1.0
+        decoy.object_ids[:] = target.grasps.object_ids[0]
+        return PickTarget(GraspSet.concatenate([decoy, target.grasps]), target.frame_id,
+                          target.objects)
+
+    seq = sim_sequence(cell)
+    first = seq.run(target_with_a_decoy())
+    assert not first.success and 'closed on nothing' in first.message, first.message
+    second = seq.run(target_with_a_decoy())   # same scene, same candidates
+    assert second.success, second.message
+    transform = [r for r in second.stages if r.stage == 'transform'][0]
+    assert '1 candidate(s) repeat an earlier failed grasp' in transform.message
+    # the success cleared the memory: the decoy is tried first again
+    third = seq.run(target_with_a_decoy())
+    assert not third.success and 'closed on nothing' in third.message
+    # switched off, a static scene repeats the same failure
+    plain = sim_sequence(cell, avoid_failed_grasps=False)
+    for _ in range(2):
+        result = plain.run(target_with_a_decoy())
+        assert not result.success and 'closed on nothing' in result.message
+
+
 def _base_grasp(sim, grasps):
     g = grasps.transformed(sim.T_base_camera)
     return g.rotations[0], g.translations[0], float(g.depths[0])

@@ -19,6 +19,10 @@ approach] -> grasp -> lift -> (place -> release).
   along the approach; the lift is straight up when the approach is more than
   60 deg from vertical, else back along the approach (VGN's rule; 'up' and
   'retreat' force one).
+- Memory of failures: a grasp that was executed and then failed (closed on
+  nothing, no single object held, slipped during the lift) is remembered in
+  the planning frame; later picks try candidates within 2 cm and 30 deg of a
+  remembered failure last (they stay available). A successful pick clears it.
 """
 from __future__ import annotations
 
@@ -58,15 +62,24 @@ class PickConfig:
     verify_hold_after_lift: bool = True
     place_pose: np.ndarray | None = None   # 4x4 TCP pose in the planning frame, None = keep
     retreat_after_place: float = 0.10  # back along the place approach after releasing [m]
+    # A static scene gives the same top grasp again after a failure: try others first.
+    avoid_failed_grasps: bool = True
+    failed_grasp_distance: float = 0.02    # TCP distance to a failed grasp [m]
+    failed_grasp_angle_deg: float = 30.0   # rotation angle (180 deg flip = same grasp)
+    failed_grasp_memory: int = 20          # most recent failures remembered
 
     def validate(self) -> 'PickConfig':
         for name in ('pre_grasp_distance', 'lift_height', 'width_margin', 'grasp_effort',
-                     'open_effort', 'min_held_width', 'retreat_after_place'):
+                     'open_effort', 'min_held_width', 'retreat_after_place',
+                     'failed_grasp_distance', 'failed_grasp_angle_deg'):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0.0):
                 raise InputError(f'pick config: {name} must be finite and >= 0, got {value}')
         if self.lift_mode not in LIFT_MODES:
             raise InputError(f'pick config: lift_mode {self.lift_mode!r} not in {LIFT_MODES}')
+        if self.failed_grasp_memory < 0:
+            raise InputError(f'pick config: failed_grasp_memory must be >= 0, got '
+                             f'{self.failed_grasp_memory}')
         if self.max_candidates < 1:
             raise InputError(f'pick config: max_candidates must be >= 1, got '
                              f'{self.max_candidates}')
@@ -211,6 +224,8 @@ class PickSequence:
         self.table = table
         self._reports: list[StageReport] = []
         self._t0 = 0.0
+        self._failed_grasps: list[np.ndarray] = []   # 4x4 grasp poses, planning frame
+        self._executing: np.ndarray | None = None
 
     # ----------------------------------------------------------------- helpers
     def _report(self, stage: str, ok: bool, message: str) -> None:
@@ -247,7 +262,24 @@ class PickSequence:
         if len(grasps) == 0:
             raise self._fail('perception', 'no grasp candidates')
         self._report('request', True, f'{len(grasps)} candidate(s)')
-        return grasps.sorted_by_score().subset(slice(0, self.config.max_candidates))
+        return grasps.sorted_by_score()
+
+    def near_failed_grasp(self, grasps: GraspSet) -> np.ndarray:
+        """Which grasps (planning frame) repeat a remembered failed grasp."""
+        near = np.zeros(len(grasps), bool)
+        cfg = self.config
+        cos_limit = np.cos(np.radians(cfg.failed_grasp_angle_deg))
+        for F in self._failed_grasps:
+            close = np.linalg.norm(grasps.translations - F[:3, 3], axis=1) \
+                < cfg.failed_grasp_distance
+            dots = np.einsum('nik,ik->nk', grasps.rotations.astype(np.float64), F[:3, :3])
+            same = (dots.sum(1) - 1.0) / 2.0 >= cos_limit
+            flipped = (dots[:, 0] - dots[:, 1] - dots[:, 2] - 1.0) / 2.0 >= cos_limit
+            near |= close & (same | flipped)
+        return near
+
+    def forget_failed_grasps(self) -> None:
+        self._failed_grasps.clear()
 
     def _update_scene(self, meshes: list[CollisionMesh], target_id: int) -> None:
         names = {m.object_id: m.name for m in meshes}
@@ -265,6 +297,7 @@ class PickSequence:
     # ----------------------------------------------------------------- run
     def run(self, target: PickTarget) -> PickResult:
         self._reports, self._t0 = [], time.perf_counter()
+        self._executing = None
         result = PickResult(False, '', planning_frame=self.backend.planning_frame)
         self.backend.begin_pick()
         try:
@@ -272,6 +305,13 @@ class PickSequence:
         except PickFailure as failure:
             result.success, result.failed_stage = False, failure.stage
             result.message = str(failure)
+            if failure.stage in ('grasp', 'lift') and self._executing is not None:
+                keep = self.config.failed_grasp_memory
+                self._failed_grasps = (self._failed_grasps + [self._executing])[-keep:] \
+                    if keep else []
+        else:
+            if result.success and not target.dry_run:
+                self.forget_failed_grasps()  # the scene changed
         result.stages = list(self._reports)
         return result
 
@@ -291,8 +331,18 @@ class PickSequence:
                              f'transform {self.backend.planning_frame} <- {target.frame_id}')
         except (ExecutionError, InputError) as exc:
             raise self._fail('transform', str(exc)) from exc
-        self._report('transform', True, f'{target.frame_id} -> {self.backend.planning_frame}')
         grasps = candidates.transformed(T)
+        note = ''
+        if cfg.avoid_failed_grasps and self._failed_grasps:
+            near = self.near_failed_grasp(grasps)
+            if near.any():
+                grasps = grasps.subset(np.concatenate([np.flatnonzero(~near),
+                                                       np.flatnonzero(near)]))
+                note = (f'; {int(near.sum())} candidate(s) repeat an earlier failed grasp '
+                        'and go last')
+        grasps = grasps.subset(slice(0, cfg.max_candidates))
+        self._report('transform', True,
+                     f'{target.frame_id} -> {self.backend.planning_frame}{note}')
 
         try:
             meshes = [collision_mesh(o, T) for o in target.objects]
@@ -353,6 +403,10 @@ class PickSequence:
                              f'tried): ' + '; '.join(r for _, r in reasons))
         i, poses, obj_id = chosen
         result.grasp = grasps.subset([i])
+        if not dry:
+            self._executing = np.eye(4)
+            self._executing[:3, :3] = grasps.rotations[i]
+            self._executing[:3, 3] = grasps.translations[i]
         name = f'object_{obj_id}'
 
         if dry:

@@ -43,6 +43,10 @@ PARAMETERS = {
     'min_held_width': 'closed below this width = nothing grasped [m]',
     'max_candidates': 'grasp candidates tried in score order before giving up',
     'verify_hold_after_lift': 're-close after the lift and fail if the object slipped',
+    'avoid_failed_grasps': 'try candidates that repeat an earlier failed grasp last',
+    'failed_grasp_distance': 'TCP distance within which a candidate repeats a failed grasp [m]',
+    'failed_grasp_angle_deg': 'rotation angle within which a candidate repeats a failed grasp',
+    'failed_grasp_memory': 'failed grasps remembered (a successful pick clears them)',
     'place': 'after the lift, move to place_pose and release',
     'place_pose': 'place TCP pose x y z roll pitch yaw in the base frame [m, rad]',
     'retreat_after_place': 'retreat along the approach after releasing [m]',
@@ -157,6 +161,10 @@ class ExecutionNode(Node):
             max_candidates=int(self.p('max_candidates')),
             verify_hold_after_lift=bool(self.p('verify_hold_after_lift')),
             place_pose=place, retreat_after_place=float(self.p('retreat_after_place')),
+            avoid_failed_grasps=bool(self.p('avoid_failed_grasps')),
+            failed_grasp_distance=float(self.p('failed_grasp_distance')),
+            failed_grasp_angle_deg=float(self.p('failed_grasp_angle_deg')),
+            failed_grasp_memory=int(self.p('failed_grasp_memory')),
         ).validate()
 
     def _table(self) -> CollisionBox | None:
