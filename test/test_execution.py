@@ -706,13 +706,13 @@ def test_sim_planning_scene_refuses_sweeping_through_other_objects(cell):
     assert np.allclose(cell.tcp_pose_base(), SimCellApiBackend(cell).tcp)  # nothing moved
 
 
-def free_spot_grasp(sim, z_world=0.03):
+def free_spot_grasp(sim, z_world=0.03, reach=0.12, clearance=0.12):
     """A top-down grasp (camera frame) over an empty part of the table."""
     T_wb = sim.T_world_base
     positions = np.array([sim.object_pose(i)[:3, 3] for i in sim.object_ids()])
-    for x in np.linspace(-0.12, 0.12, 9):
-        for y in np.linspace(-0.12, 0.12, 9):
-            if np.min(np.linalg.norm(positions[:, :2] - [x, y], axis=1)) > 0.12:
+    for x in np.linspace(-reach, reach, 9):
+        for y in np.linspace(-reach, reach, 9):
+            if np.min(np.linalg.norm(positions[:, :2] - [x, y], axis=1)) > clearance:
                 R_w, t_w = top_down(x, y, z_world)
                 T_bw = np.linalg.inv(T_wb)
                 T_cb = np.linalg.inv(sim.T_base_camera)
@@ -740,7 +740,8 @@ def test_sim_a_failed_grasp_is_tried_last_next_time_until_a_pick_succeeds(cell):
     def target_with_a_decoy():
         cell.reset(seed=SIM_SEEDS[0])   # a scene whose best SHAF-like grasp lifts
         target = shaf_target(cell)
-        decoy = free_spot_grasp(cell)   # closes on nothing, scored above every real grasp
+        # closes on nothing (objects are at most ~15 cm across), scored above every real grasp
+        decoy = free_spot_grasp(cell, reach=0.16, clearance=0.09)
         decoy.scores[:] = target.grasps.scores.max() + 1.0
         decoy.object_ids[:] = target.grasps.object_ids[0]
         return PickTarget(GraspSet.concatenate([decoy, target.grasps]), target.frame_id,
