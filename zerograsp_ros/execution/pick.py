@@ -40,7 +40,7 @@ from zerograsp_ros.execution.backends import (
     ExecutionError,
 )
 from zerograsp_ros.execution.robot import RobotPreset
-from zerograsp_ros.grasp.representation import GraspSet
+from zerograsp_ros.grasp.representation import GraspSet, same_grasp_rotation
 
 STAGES = ('request', 'perception', 'transform', 'planning_scene', 'pre_grasp', 'open_gripper',
           'approach', 'grasp', 'lift', 'place', 'release')
@@ -268,14 +268,11 @@ class PickSequence:
         """Which grasps (planning frame) repeat a remembered failed grasp."""
         near = np.zeros(len(grasps), bool)
         cfg = self.config
-        cos_limit = np.cos(np.radians(cfg.failed_grasp_angle_deg))
         for F in self._failed_grasps:
             close = np.linalg.norm(grasps.translations - F[:3, 3], axis=1) \
                 < cfg.failed_grasp_distance
-            dots = np.einsum('nik,ik->nk', grasps.rotations.astype(np.float64), F[:3, :3])
-            same = (dots.sum(1) - 1.0) / 2.0 >= cos_limit
-            flipped = (dots[:, 0] - dots[:, 1] - dots[:, 2] - 1.0) / 2.0 >= cos_limit
-            near |= close & (same | flipped)
+            near |= close & same_grasp_rotation(grasps.rotations, F[:3, :3],
+                                                cfg.failed_grasp_angle_deg)
         return near
 
     def forget_failed_grasps(self) -> None:

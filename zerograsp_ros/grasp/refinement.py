@@ -93,11 +93,14 @@ from scipy.spatial import cKDTree
 import torch
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.geometry.camera import project
 from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
 from zerograsp_ros.grasp.representation import (
     GraspSet,
     mu_from_antipodal_cosine,
     quality_from_mu,
+    same_grasp_rotation,
+    unit_normal_rows,
 )
 
 REJECTION_REASONS = ('invalid', 'stroke', 'approach_cone', 'below_table', 'workspace',
@@ -166,6 +169,12 @@ class RefinementConfig:
             if box is not None and (np.shape(box) != (3,) or not np.all(np.isfinite(box))):
                 raise InputError(f'RefinementConfig.{name} must be None or 3 finite numbers, '
                                  f'got {box!r}')
+
+
+def paper_refinement_config(**changes) -> RefinementConfig:
+    """The paper's refinement: no contact quality, carving or depth search."""
+    return RefinementConfig(**{'use_contact_quality': False, 'use_free_space_check': False,
+                               'use_depth_search': False, **changes})
 
 
 @dataclass
@@ -536,10 +545,9 @@ def contact_quality(grasps: GraspSet, object_points: np.ndarray, object_normals:
     if normals.shape != points.shape:
         raise InputError(f'object_normals has shape {normals.shape}, object_points '
                          f'{points.shape}: one normal per point is needed')
-    length = np.linalg.norm(normals, axis=1)
-    not_unit = int((np.abs(length - 1.0) > 0.05).sum())
+    not_unit = int((~unit_normal_rows(normals)).sum())
     if not_unit:
-        raise InputError(f'object_normals must be unit vectors: {not_unit} of {len(length)} '
+        raise InputError(f'object_normals must be unit vectors: {not_unit} of {len(normals)} '
                          'are not (e.g. a reconstruction without normals)')
     dev = _resolve_device(device)
     if len(grasps) == 0:
@@ -565,13 +573,12 @@ def seen_free_points(points: np.ndarray, depth: np.ndarray, intrinsics,
     if depth.ndim != 2 or depth.shape != (intrinsics.height, intrinsics.width):
         raise InputError(f'depth image has shape {depth.shape}, the intrinsics '
                          f'{intrinsics.height}x{intrinsics.width}')
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    z = pts[:, 2]
-    with np.errstate(divide='ignore', invalid='ignore'):
-        u = np.round(intrinsics.fx * pts[:, 0] / z + intrinsics.cx)
-        v = np.round(intrinsics.fy * pts[:, 1] / z + intrinsics.cy)
-    inside = (z > 0) & (u >= 0) & (u < intrinsics.width) & (v >= 0) & (v < intrinsics.height)
-    observed = np.full(len(pts), np.nan)
+    uv, z = project(np.asarray(points, dtype=np.float64).reshape(-1, 3), intrinsics)
+    u, v = np.round(uv[:, 0]), np.round(uv[:, 1])
+    with np.errstate(invalid='ignore'):
+        inside = (z > 0) & (u >= 0) & (u < intrinsics.width) & (v >= 0) \
+            & (v < intrinsics.height)
+    observed = np.full(len(z), np.nan)
     observed[inside] = depth[v[inside].astype(np.int64), u[inside].astype(np.int64)]
     with np.errstate(invalid='ignore'):
         return inside & np.isfinite(observed) & (observed > 0) & (observed > z + margin)
@@ -598,13 +605,7 @@ def grasp_nms(grasps: GraspSet, distance: float = 0.03, angle_deg: float = 30.0,
     if len(pairs):
         Ri = grasps.rotations[pairs[:, 0]].astype(np.float64)
         Rj = grasps.rotations[pairs[:, 1]].astype(np.float64)
-        axis_dots = np.einsum('nik,nik->nk', Ri, Rj)  # column-wise dot products
-        cos_limit = math.cos(math.radians(angle_deg))
-        # rotation angle theta: trace(Ri^T Rj) = 1 + 2 cos(theta)
-        duplicate = (axis_dots.sum(1) - 1.0) / 2.0 >= cos_limit
-        if symmetric:
-            flipped = axis_dots[:, 0] - axis_dots[:, 1] - axis_dots[:, 2]
-            duplicate |= (flipped - 1.0) / 2.0 >= cos_limit
+        duplicate = same_grasp_rotation(Ri, Rj, angle_deg, symmetric)
         pairs = pairs[duplicate]
     both = np.concatenate([pairs, pairs[:, ::-1]]) if len(pairs) else np.zeros((0, 2), np.int64)
     both = both[np.argsort(both[:, 0], kind='stable')]

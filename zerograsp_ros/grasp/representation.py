@@ -117,6 +117,29 @@ def mu_from_antipodal_cosine(cosine) -> np.ndarray:
     return np.where(c > 1e-6, mu, np.inf)
 
 
+def same_grasp_rotation(R_a: np.ndarray, R_b: np.ndarray, angle_deg: float,
+                        symmetric: bool = True) -> np.ndarray:
+    """Whether rotations (broadcastable (..., 3, 3) stacks) lie within `angle_deg`.
+
+    The angle is that of R_a^T R_b (trace = 1 + 2 cos); with `symmetric`, R_b turned
+    180 deg about its approach (x) counts too: the same physical two-finger grasp.
+    """
+    dots = np.einsum('...ik,...ik->...k', np.asarray(R_a, np.float64),
+                     np.asarray(R_b, np.float64))     # column-wise dot products
+    cos_limit = np.cos(np.radians(angle_deg))
+    same = (dots.sum(-1) - 1.0) / 2.0 >= cos_limit
+    if symmetric:
+        same |= (dots[..., 0] - dots[..., 1] - dots[..., 2] - 1.0) / 2.0 >= cos_limit
+    return same
+
+
+def unit_normal_rows(normals: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
+    """Which rows of an (N, 3) array are finite unit vectors (|length - 1| <= tolerance)."""
+    n = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+    with np.errstate(invalid='ignore'):
+        return np.isfinite(n).all(1) & (np.abs(np.linalg.norm(n, axis=1) - 1.0) <= tolerance)
+
+
 def fibonacci_views(num_views: int = GRASPNET_NUM_VIEWS) -> np.ndarray:
     """Unit approach directions on a Fibonacci sphere (GraspNet's 300 views), (V, 3)."""
     i = np.arange(num_views, dtype=np.float64)

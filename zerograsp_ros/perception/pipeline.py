@@ -139,16 +139,15 @@ def refine_on_reconstruction(grasps: GraspSet, objects, gripper, config=None,
 
 def reconstruction_normals(objects, points: list[np.ndarray]):
     """All objects' unit normals stacked like `points`, or None and the ids lacking them."""
+    from zerograsp_ros.grasp.representation import unit_normal_rows
+
     normals, missing = [], []
     for obj, p in zip(objects, points):
         n = getattr(obj, 'normals', None)
         n = np.zeros((0, 3), np.float32) if n is None else np.asarray(n, np.float32)
-        n = n.reshape(-1, 3) if n.size else n.reshape(0, 3)
-        length = np.linalg.norm(n, axis=1) if len(n) else n[:, 0]
-        if (len(p) and (n.shape != p.shape or not np.isfinite(n).all()
-                        or np.abs(length - 1.0).max() > 0.05)):
+        if len(p) and (n.shape != p.shape or not unit_normal_rows(n).all()):
             missing.append(int(obj.object_id))
-        normals.append(n)
+        normals.append(n.reshape(-1, 3))
     if missing:
         return None, missing
     return np.concatenate(normals) if normals else np.zeros((0, 3), np.float32), []

@@ -213,7 +213,11 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
     """
     import open3d as o3d
 
-    from zerograsp_ros.grasp.refinement import RefinementConfig, refine_grasps
+    from zerograsp_ros.grasp.refinement import (
+        RefinementConfig,
+        paper_refinement_config,
+        refine_grasps,
+    )
 
     frame = record.frame()
     objects = [o for o in pred.objects if len(o.points)]
@@ -234,9 +238,8 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
     result = refine_grasps(pred.grasps, obj_pts, obj_ids, scene_points=scene_pts[::4],
                            table_plane=plane, max_grasps=max(TOP_K), object_normals=obj_normals,
                            camera_depth=(frame.depth, frame.intrinsics),
-                           config=RefinementConfig(use_contact_quality=not paper_only,
-                                                   use_free_space_check=not paper_only,
-                                                   use_depth_search=not paper_only))
+                           config=paper_refinement_config() if paper_only
+                           else RefinementConfig())
     return result.grasps
 
 
