@@ -4,13 +4,16 @@ Each takes an RGBDFrame and returns a GraspSet in the CAMERA frame, best first:
 - `random_grasps`: a floor. Random object points (above the table plane), random
   approach within 60 deg of straight down, random in-plane angle and depth, full opening.
 - `highest_point_grasps` (SHAF-like): top-down grasps at the highest points of the
-  cloud, closing across the narrower horizontal extent of the points around each peak,
-  fingertips reaching 3 cm below the peak (but staying 1 cm above the table).
+  cloud, one per connected piece (object) first, then further distinct spots, each
+  centred on its peak's top face and closing across its narrower horizontal extent,
+  fingertips reaching 3 cm below the peak (but staying 1 cm above the table); grasp
+  centres outside the executor's workspace are skipped when it is given.
 - `antipodal_grasps` (GPD-like): sampled surface points with a local frame from PCA of
   their neighbourhood (approach against the normal, closing across the surface's
   curved direction), tilted about the closing axis, pushed in as deep as the gripper box
   model stays collision-free against the cloud, kept when points lie between the fingers;
   scored by antipodality of the outermost points' normals (no learned classifier).
+- `oracle_grasps`: not a baseline but the cell's ceiling, planned on the true meshes.
 The table plane (a, b, c, d), normal pointing up, is fitted by RANSAC when not given.
 """
 from __future__ import annotations
@@ -91,7 +94,14 @@ def random_grasps(frame: RGBDFrame, num_grasps: int = 50, rng: np.random.Generat
 
 def highest_point_grasps(frame: RGBDFrame, num_grasps: int = 10, table_plane=None,
                          gripper: GripperModel | None = None, neighbourhood: float = 0.05,
-                         separation: float = 0.03) -> GraspSet:
+                         separation: float = 0.03, in_workspace=None) -> GraspSet:
+    """Top-down grasps at distinct peaks: first one per object (highest first), then more spots.
+
+    Objects are the connected pieces of the above-table cloud. A peak whose top patch
+    was already used, or whose grasp centre lies within `separation` of an earlier one,
+    gives no new proposal; `in_workspace` (camera-frame points -> bool mask), when
+    given, drops grasp centres outside the region the executor accepts.
+    """
     gripper = gripper or gripper_preset('robotiq_2f85')
     _, obj, plane = _cloud(frame, table_plane)
     if len(obj) == 0:
@@ -106,31 +116,53 @@ def highest_point_grasps(frame: RGBDFrame, num_grasps: int = 10, table_plane=Non
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(n_up, e1)
     flat = np.stack([obj @ e1, obj @ e2], axis=1)
-    seeds = []
-    for i in order:
-        if len(seeds) >= num_grasps:
-            break
-        if all(np.linalg.norm(flat[i] - flat[j]) > separation for j in seeds):
-            seeds.append(i)
-    R, t, d, s = [], [], [], []
-    for i in seeds:
-        # The top patch around the peak: centre the grasp on it, close across its narrow side.
-        near = _top_patch(obj, height, i, neighbourhood)
-        centre = flat[near].mean(0)
-        local = flat[near] - centre
-        if len(local) >= 3:
-            _, vecs = np.linalg.eigh(local.T @ local)
-            minor = vecs[:, 0]           # narrow horizontal direction = closing axis
-        else:
-            minor = np.array([1.0, 0.0])
-        closing = minor[0] * e1 + minor[1] * e2
-        R.append(_frame_from(-n_up[None], closing[None])[0])
-        # Back to 3D: the patch centre in the plane, at the peak's height.
-        t.append(obj[i] + (centre[0] - flat[i, 0]) * e1 + (centre[1] - flat[i, 1]) * e2)
-        d.append(float(np.clip(height[i] - 0.01, 0.0, 0.03)))
-        s.append(height[i])
+    piece = _pieces(obj, link=0.008)
+    R, t, d, s, centres = [], [], [], [], []
+    used = np.zeros(len(obj), dtype=bool)
+    taken_pieces: set[int] = set()
+    for first_pass in (True, False):
+        for i in order:
+            if len(t) >= num_grasps:
+                break
+            if used[i] or (first_pass and piece[i] in taken_pieces):
+                continue
+            # The top patch around the peak: centre the grasp on it, close across its
+            # narrow side.
+            near = _top_patch(obj, height, i, neighbourhood)
+            used |= near
+            centre = flat[near].mean(0)
+            if any(np.linalg.norm(centre - c) <= separation for c in centres):
+                continue
+            point = obj[i] + (centre[0] - flat[i, 0]) * e1 + (centre[1] - flat[i, 1]) * e2
+            if in_workspace is not None and not bool(np.asarray(in_workspace(point[None]))[0]):
+                continue
+            local = flat[near] - centre
+            if len(local) >= 3:
+                _, vecs = np.linalg.eigh(local.T @ local)
+                minor = vecs[:, 0]           # narrow horizontal direction = closing axis
+            else:
+                minor = np.array([1.0, 0.0])
+            closing = minor[0] * e1 + minor[1] * e2
+            R.append(_frame_from(-n_up[None], closing[None])[0])
+            t.append(point)
+            centres.append(centre)
+            taken_pieces.add(int(piece[i]))
+            d.append(float(np.clip(height[i] - 0.01, 0.0, 0.03)))
+            # one per object first (highest first), then further spots by height
+            s.append(height[i] + (1.0 if first_pass else 0.0))
+    if not t:
+        return GraspSet.empty()
     return _grasps(np.array(R), np.array(t), np.full(len(t), gripper.max_stroke),
-                   np.array(d), np.array(s))
+                   np.array(d), np.array(s)).sorted_by_score()
+
+
+def _pieces(points: np.ndarray, link: float) -> np.ndarray:
+    """Connected-piece index per point (points closer than `link` are connected)."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+    tree = cKDTree(points)
+    graph = tree.sparse_distance_matrix(tree, link, output_type='coo_matrix')
+    return connected_components(graph, directed=False)[1]
 
 
 def _top_patch(points: np.ndarray, height: np.ndarray, peak: int, radius: float,
@@ -244,3 +276,77 @@ def antipodal_grasps(frame: RGBDFrame, num_samples: int = 80,
     chosen.scores = np.asarray(scores, dtype=np.float32)
     chosen.qualities = chosen.scores.copy()
     return chosen.sorted_by_score().subset(slice(0, max_grasps))
+
+
+def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | None = None,
+                  points_per_object: int = 8, approach_cone_deg: float = 75.0,
+                  max_grasps: int = 50) -> GraspSet:
+    """The cell's ceiling: grasps sampled on the ground-truth meshes, judged by the label judge.
+
+    scene: the cell's current `sim.scene.Scene` (objects at their true poses, world frame,
+    table top z = 0). Candidates at surface points of every object: the label views
+    that approach against the outward normal and within `approach_cone_deg` of straight
+    down, the label in-plane angles and depths. `data.labels.judge_grasps` (collisions
+    with every object and the table, antipodal force closure) keeps those that hold one
+    object; score = the label quality (lowest force-closure mu), deeper first on ties.
+    Returned in the camera frame, best first, at most one per (object, point).
+    """
+    from zerograsp_ros.data.labels import (
+        FRICTION_COEFFICIENTS,
+        LabelConfig,
+        ObjectShape,
+        build_scene_geometry,
+        judge_grasps,
+    )
+    from zerograsp_ros.grasp.representation import quality_from_mu, rotation_from_approach
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    config = LabelConfig()
+    objects = list(scene.objects)
+    if not objects:
+        return GraspSet.empty()
+    shapes = []
+    for obj in objects:
+        parts = [p.copy().apply_transform(obj.pose) for p in obj.parts] or None
+        shapes.append(ObjectShape(obj.mesh_world(), parts))
+    ids = np.array([o.object_id for o in objects], dtype=np.int64)
+    geometry = build_scene_geometry(shapes, ids, config, rng, table_z=0.0)
+    views, angles = config.views(), config.angles()
+    views = views[views @ np.array([0.0, 0.0, -1.0]) >= np.cos(np.radians(approach_cone_deg))]
+    rot_va = rotation_from_approach(np.repeat(views, len(angles), axis=0),
+                                    np.tile(angles, len(views))).astype(np.float64)
+    approach_va = rot_va[:, :, 0]
+    depths = np.asarray(config.depths, dtype=np.float64)
+    out = []
+    for j, (obj, shape) in enumerate(zip(objects, shapes)):
+        pts, nrm = shape.sample_surface(4 * points_per_object, rng)
+        pts, nrm = pts[pts[:, 2] > 0.004], nrm[pts[:, 2] > 0.004]
+        pts, nrm = pts[:points_per_object].astype(np.float64), nrm[:points_per_object]
+        facing = approach_va @ nrm.T.astype(np.float64) < 0.0           # (VA, P)
+        pose_va, pose_pt = np.nonzero(facing)
+        if len(pose_va) == 0:
+            continue
+        R, t = rot_va[pose_va], pts[pose_pt]
+        judged = judge_grasps(R, t, np.broadcast_to(depths, (len(R), len(depths))), geometry,
+                              config.gripper, width_margin=config.width_margin)
+        ok = judged.success_at(FRICTION_COEFFICIENTS[-1]) & (judged.object_index == j)
+        quality = np.where(ok, quality_from_mu(np.where(ok, judged.mu_min, np.inf)), -1.0)
+        # deeper grasps hold better on ties: a small bonus per depth bin
+        score = quality + 1e-3 * np.arange(len(depths))[None, :] * ok
+        flat = np.argmax(score, axis=1)
+        best = score[np.arange(len(R)), flat]
+        for p in np.unique(pose_pt):                  # the best pose per surface point
+            rows = np.flatnonzero((pose_pt == p) & (best >= 0.0))
+            if len(rows) == 0:
+                continue
+            k = rows[np.argmax(best[rows])]
+            col = flat[k]
+            out.append((R[k], t[k], float(judged.width[k, col]), depths[col],
+                        float(quality_from_mu(judged.mu_min[k, col])), int(obj.object_id)))
+    if not out:
+        return GraspSet.empty()
+    R, t, w, d, q, oid = (np.array(v) for v in zip(*out))
+    world = GraspSet(rotations=R, translations=t, widths=w, depths=d, scores=q, qualities=q,
+                     graspness=np.ones(len(q)), object_ids=oid)
+    camera = world.transformed(np.linalg.inv(T_world_camera))
+    return camera.sorted_by_score().subset(slice(0, max_grasps))

@@ -12,9 +12,18 @@ Wilson intervals (for DR this treats objects as independent trials: approximate)
 Every method sees the same scenes (scene seed = base seed * 1000 + round), so
 first attempts are paired; they are compared with an exact McNemar test.
 
-What the methods are given: the rendered frame; the table plane from the known
-camera extrinsics; ZeroGrasp methods also the rendered GT instance labels (the
-benchmark measures grasping, not segmentation).
+What the methods are given: the rendered frame after the depth-scale tare
+(perception/depth_tare.py, against the table plane known from the cell's extrinsics;
+`depth_tare=False` switches it off), and that table plane. `zerograsp_pipeline` is
+what the nodes run: the segmentation node's default segmenter (config/perception.yaml)
+on the frame, its fitted table plane, ZeroGrasp and the full refinement, with no
+ground truth. The other ZeroGrasp rows use the rendered GT instance labels (an
+ablation: grasping without segmentation errors). `oracle` plans on the true meshes
+with the label judge (the cell's ceiling, it ignores the frame).
+
+Rounds are cached in a partial file under a key of everything that changes a round
+(`round_cache_key`): benchmark settings, object set, scene generator and package code,
+cell and method configs, checkpoint content.
 """
 from __future__ import annotations
 
@@ -33,8 +42,9 @@ from zerograsp_ros.grasp.representation import GraspSet
 
 BASELINES = ('random', 'highest_point', 'antipodal')
 ZEROGRASP_METHODS = ('zerograsp_raw', 'zerograsp_depth_cc', 'zerograsp_paper_refine',
-                     'zerograsp_full')
-METHODS = BASELINES + ZEROGRASP_METHODS
+                     'zerograsp_full', 'zerograsp_pipeline')
+ORACLE = 'oracle'
+METHODS = BASELINES + ZEROGRASP_METHODS + (ORACLE,)   # order seeds the rngs: append only
 METHOD_LABELS = {
     'random': 'Random grasps',
     'highest_point': 'Highest point, top-down (SHAF-like)',
@@ -42,7 +52,9 @@ METHOD_LABELS = {
     'zerograsp_raw': 'ZeroGrasp, no refinement',
     'zerograsp_depth_cc': 'ZeroGrasp + depth-map collision check',
     'zerograsp_paper_refine': "ZeroGrasp + the paper's refinement",
-    'zerograsp_full': 'ZeroGrasp + full refinement (+ quality, carving, depth search)',
+    'zerograsp_full': 'ZeroGrasp + full refinement, GT instance labels (ablation)',
+    'zerograsp_pipeline': 'ZeroGrasp pipeline as shipped (default segmenter, full refinement)',
+    'oracle': 'Oracle: label judge on the true meshes (ceiling)',
 }
 WALL_MARGIN = 0.02
 MIN_GRASP_HEIGHT = 0.005
@@ -63,6 +75,8 @@ class BenchmarkConfig:
     # paired with the baselines on those first scenes. None = `rounds`.
     zerograsp_rounds: int | None = 10
     grasps_per_object: int = 256         # ZeroGrasp grasps decoded per object before refinement
+    depth_tare: bool = True              # correct each frame's depth scale against the table
+    depth_noise: bool = True             # the cell's depth noise (False: diagnostic run)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -105,15 +119,54 @@ def _observed_object_points(frame: RGBDFrame) -> tuple[np.ndarray, np.ndarray]:
     return pts, frame.labels[pix[:, 0], pix[:, 1]].astype(np.int32)
 
 
-def make_planner(method: str, predictor=None, grasps_per_object: int = 256) -> Planner:
-    """A function (frame, table plane in camera frame, rng) -> GraspSet (camera frame)."""
+def workspace_filter(T_world_camera: np.ndarray):
+    """Camera-frame points -> bool: inside the region where `select_grasp` accepts grasps."""
+    from zerograsp_ros.sim.scene import WORKSPACE_HALF
+    T = np.asarray(T_world_camera, dtype=np.float64)
+
+    def inside(points: np.ndarray) -> np.ndarray:
+        w = np.asarray(points, dtype=np.float64).reshape(-1, 3) @ T[:3, :3].T + T[:3, 3]
+        return (np.abs(w[:, 0]) <= WORKSPACE_HALF - WALL_MARGIN) & \
+            (np.abs(w[:, 1]) <= WORKSPACE_HALF - WALL_MARGIN) & (w[:, 2] >= MIN_GRASP_HEIGHT)
+    return inside
+
+
+def node_default_segmenter():
+    """The segmenter the segmentation node runs by default (config/perception.yaml)."""
+    import yaml
+
+    from zerograsp_ros.perception.segmentation import make_segmenter
+    from zerograsp_ros.sim.cell import package_file
+    params = yaml.safe_load(package_file('config/perception.yaml').read_text())
+    params = params['/**']['ros__parameters']
+    kind = params.get('segmenter', 'tabletop')
+    if kind == 'tabletop':
+        return make_segmenter('tabletop', config=dict(params.get('tabletop', {})))
+    own = {k[len(kind) + 1:]: v for k, v in params.items() if k.startswith(kind + '_')}
+    return make_segmenter(kind, **own, tabletop=dict(params.get('tabletop', {})))
+
+
+def make_planner(method: str, predictor=None, grasps_per_object: int = 256, cell=None,
+                 segmenter=None) -> Planner:
+    """A function (frame, table plane in camera frame, rng) -> GraspSet (camera frame).
+
+    `cell` (the SimCell) is needed by `highest_point` (workspace) and `oracle` (true
+    scene); `segmenter` by `zerograsp_pipeline` (default: the node's default).
+    """
     from zerograsp_ros.sim import baselines
     if method == 'random':
         return lambda f, plane, rng: baselines.random_grasps(f, rng=rng, table_plane=plane)
     if method == 'highest_point':
-        return lambda f, plane, rng: baselines.highest_point_grasps(f, table_plane=plane)
+        return lambda f, plane, rng: baselines.highest_point_grasps(
+            f, table_plane=plane,
+            in_workspace=None if cell is None else workspace_filter(cell.T_world_camera))
     if method == 'antipodal':
         return lambda f, plane, rng: baselines.antipodal_grasps(f, rng=rng, table_plane=plane)
+    if method == ORACLE:
+        if cell is None:
+            raise InputError('the oracle plans on the true scene: make_planner needs the cell')
+        return lambda f, plane, rng: baselines.oracle_grasps(cell.current_scene(),
+                                                             cell.T_world_camera, rng)
     if method not in ZEROGRASP_METHODS:
         raise InputError(f"unknown method '{method}'; valid: {', '.join(METHODS)}")
     if predictor is None:
@@ -123,7 +176,24 @@ def make_planner(method: str, predictor=None, grasps_per_object: int = 256) -> P
         paper_refinement_config,
         refine_grasps,
     )
-    from zerograsp_ros.perception.pipeline import frame_scene_points, refine_on_reconstruction
+    from zerograsp_ros.perception.pipeline import (
+        GraspPipeline,
+        frame_scene_points,
+        refine_on_reconstruction,
+    )
+    if method == 'zerograsp_pipeline':
+        from zerograsp_ros.grasp.gripper import gripper_preset
+        pipeline = GraspPipeline(predictor, segmenter or node_default_segmenter(),
+                                 gripper=gripper_preset('robotiq_2f85'),
+                                 refinement_config=RefinementConfig(), max_grasps=50,
+                                 max_grasps_per_object=grasps_per_object)
+
+        def plan_pipeline(frame: RGBDFrame, plane: np.ndarray, rng) -> GraspSet:
+            # exactly the nodes' path: segment (no GT labels), fit the table, predict, refine
+            unlabelled = RGBDFrame(rgb=frame.rgb, depth=frame.depth, intrinsics=frame.intrinsics,
+                                   frame_id=frame.frame_id, stamp=frame.stamp, meta=frame.meta)
+            return pipeline.run(unlabelled, labels=None, refine=True).grasps
+        return plan_pipeline
 
     def plan(frame: RGBDFrame, plane: np.ndarray, rng) -> GraspSet:
         pred = predictor.predict(frame, max_grasps_per_object=grasps_per_object)
@@ -148,13 +218,68 @@ def make_planner(method: str, predictor=None, grasps_per_object: int = 256) -> P
     return plan
 
 
+def _sha256_files(paths) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(path).encode())
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, sort_keys=True, default=lambda x: np.asarray(x).tolist()))
+
+
+def code_version() -> str:
+    """Hash of the package code the rounds run (nodes/ excluded), its configs and URDFs."""
+    from zerograsp_ros.sim.cell import PACKAGE_ROOT
+    root = PACKAGE_ROOT
+    files = sorted(f for f in (root / 'zerograsp_ros').rglob('*.py')
+                   if 'nodes' not in f.relative_to(root).parts)
+    files += sorted((root / 'config').rglob('*.yaml')) + sorted((root / 'urdf').glob('*.urdf'))
+    return _sha256_files(f for f in files if f.is_file())[:16]
+
+
+def round_cache_components(config: BenchmarkConfig) -> dict:
+    """Everything that changes a round, by name (the cache key hashes this)."""
+    import pybullet
+
+    from zerograsp_ros.grasp.refinement import RefinementConfig, paper_refinement_config
+    from zerograsp_ros.perception.depth_tare import DepthTareConfig
+    from zerograsp_ros.sim import scene as scn
+    from zerograsp_ros.sim.cell import load_sim_cell_config
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ('methods', 'rounds', 'layouts', 'zerograsp_rounds', 'checkpoint')}
+    cell = asdict(load_sim_cell_config())
+    cell.pop('parameters', None)
+    objects = scn.object_split(config.split)
+    return _jsonable({
+        'settings': settings,
+        'object_set': {'names': objects, 'pybullet': getattr(pybullet, '__version__', '?'),
+                       'api': pybullet.getAPIVersion()},
+        'scene_generator': _sha256_files([Path(scn.__file__)])[:16],
+        'cell_config': cell,
+        'method_config': {'refinement': asdict(RefinementConfig()),
+                          'paper_refinement': asdict(paper_refinement_config()),
+                          'depth_tare': asdict(DepthTareConfig())},
+        'checkpoint': checkpoint_fingerprint(config.checkpoint),
+        'code_version': code_version(),
+    })
+
+
+def round_cache_key(config: BenchmarkConfig) -> str:
+    import hashlib
+    blob = json.dumps(round_cache_components(config), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
 def checkpoint_fingerprint(checkpoint: str) -> str:
-    """Name, size and modification time: a retrained checkpoint invalidates cached rounds."""
+    """Name and content hash: a retrained checkpoint invalidates cached rounds."""
     p = Path(checkpoint)
     if not p.is_file():
         return 'missing'
-    st = p.stat()
-    return f'{p.name}:{st.st_size}:{int(st.st_mtime)}'
+    return f'{p.name}:{_sha256_files([p])[:16]}'
 
 
 def checkpoint_info(checkpoint: str) -> dict:
@@ -203,15 +328,37 @@ def select_grasp(grasps: GraspSet, T_world_camera: np.ndarray) -> tuple[int, np.
     return int(best), T
 
 
+def capture_tared(cell, plane: np.ndarray, tare: bool, retries: int = 3):
+    """A frame from the cell, depth-scale tared against `plane` (camera frame) when `tare`.
+
+    A frame the tare refuses is dropped and another captured (as the camera node drops
+    it and the next frame comes), up to `retries` times; returns (frame, scale, refusals).
+    """
+    from zerograsp_ros.perception.depth_tare import DepthTareConfig, tare_frame
+    refusals = []
+    for _ in range(retries):
+        frame = cell.capture()
+        if not tare:
+            return frame, None, refusals
+        try:
+            tared, result = tare_frame(frame, plane, DepthTareConfig())
+            return tared, result.scale, refusals
+        except InputError as exc:
+            refusals.append(str(exc))
+    raise InputError(f'{retries} frames in a row refused by the depth tare: {refusals[-1]}')
+
+
 def run_round(cell, planner: Planner, scene_seed: int, layout: str, num_objects: int,
               split: str, rng: np.random.Generator, max_consecutive_failures: int = 2,
-              max_attempts: int = 12) -> dict:
+              max_attempts: int = 12, depth_tare: bool = True) -> dict:
     """One clutter-removal round; returns its attempts and counts."""
     round_start = time.perf_counter()
     ids = cell.reset(seed=scene_seed, num_objects=num_objects, layout=layout, split=split)
     presented = len(ids)
+    names = [o.name for o in cell.scene.objects if o.object_id in ids]
     attempts, failures_in_row, end = [], 0, 'cleared'
     plane = table_plane_in_camera(cell.T_world_camera)
+    tare_refusals = 0
     while cell.object_ids():
         if failures_in_row >= max_consecutive_failures:
             end = 'consecutive_failures'
@@ -219,9 +366,12 @@ def run_round(cell, planner: Planner, scene_seed: int, layout: str, num_objects:
         if len(attempts) >= max_attempts:
             end = 'attempt_cap'
             break
-        frame = cell.capture()
         start = time.perf_counter()
+        scale = None
         try:
+            frame, scale, refused = capture_tared(cell, plane, depth_tare)
+            tare_refusals += len(refused)
+            start = time.perf_counter()
             grasps = planner(frame, plane, rng)
             error = None
         except InputError as exc:   # e.g. nothing segmentable left: counts as no proposal
@@ -237,10 +387,11 @@ def run_round(cell, planner: Planner, scene_seed: int, layout: str, num_objects:
         attempts.append({'success': bool(outcome.success), 'reason': outcome.reason,
                          'object_id': int(outcome.object_id), 'planning_s': planning_s,
                          'score': float(grasps.scores[idx]),
-                         'objects_left': len(cell.object_ids())})
+                         'objects_left': len(cell.object_ids()), 'tare_scale': scale})
         failures_in_row = 0 if outcome.success else failures_in_row + 1
     return {'scene_seed': scene_seed, 'layout': layout, 'presented': presented,
-            'successes': sum(a['success'] for a in attempts), 'attempts': attempts, 'end': end,
+            'objects': names, 'successes': sum(a['success'] for a in attempts),
+            'attempts': attempts, 'end': end, 'tare_refusals': tare_refusals,
             'wall_s': time.perf_counter() - round_start}
 
 
@@ -256,6 +407,7 @@ def summarise(rounds: list[dict]) -> dict:
         if not a['success']:
             reasons[a['reason']] = reasons.get(a['reason'], 0) + 1
     per_round_dr = [r['successes'] / r['presented'] for r in rounds if r['presented']]
+    scales = [a['tare_scale'] for a in att if a.get('tare_scale') is not None]
     return {
         'rounds': len(rounds), 'attempts': n, 'successes': k, 'objects_presented': presented,
         'gsr': k / n if n else 0.0, 'gsr_ci95': list(wilson_interval(k, n)),
@@ -268,6 +420,9 @@ def summarise(rounds: list[dict]) -> dict:
         'planning_s_p95': float(np.percentile(times, 95)) if n else None,
         'failure_reasons': reasons,
         'round_ends': {e: sum(r['end'] == e for r in rounds) for e in {r['end'] for r in rounds}},
+        'tare_correction_pct_mean_abs': (float(100 * np.mean(np.abs(np.subtract(scales, 1))))
+                                         if scales else None),
+        'tare_refusals': int(sum(r.get('tare_refusals', 0) for r in rounds)),
     }
 
 
@@ -300,30 +455,45 @@ class BenchmarkRun:
     rounds: dict = field(default_factory=dict)     # method -> list of round dicts
     skipped: dict = field(default_factory=dict)    # method -> reason
     checkpoint: dict = field(default_factory=dict)  # path, fingerprint, training info
+    cache_key: str = ''
+    unfinished: dict = field(default_factory=dict)  # method -> rounds not run (deadline)
+    cache_components: dict = field(default_factory=dict)
+
+
+def _load_partial(partial_path) -> dict:
+    """{key: {'components': ..., 'rounds': {tag: round}}}; rounds of other keys are kept."""
+    if partial_path is None or not Path(partial_path).is_file():
+        return {}
+    saved = json.loads(Path(partial_path).read_text())
+    return saved.get('keys', {}) if saved.get('format') == 2 else {}
 
 
 def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path | None = None,
-                  progress: bool = True) -> BenchmarkRun:
-    """Run every method on the same seeded scenes; resumes from `partial_path` per round."""
+                  progress: bool = True, segmenter=None, merge_partials=(),
+                  deadline: float | None = None, only_cached: bool = False) -> BenchmarkRun:
+    """Run every method on the same seeded scenes; resumes from `partial_path` per round.
+
+    Rounds are cached per (method, layout, round) under `round_cache_key(config)`: a run
+    with more rounds, fewer methods or another layout reuses them; a change of objects,
+    scene generator, code, configs or checkpoint does not (those rounds stay in the
+    file under their own key). Rounds run round-major (every method on scene r before
+    scene r + 1), so a run stopped early is still paired. `merge_partials`: more partial
+    files to read rounds from (e.g. shards run in parallel); `deadline` (time.time()):
+    start no round after it; `only_cached`: run nothing, summarise the cached rounds.
+    """
     from tqdm import tqdm
 
-    from zerograsp_ros.sim.cell import SimCell
+    from zerograsp_ros.sim.cell import SimCell, load_sim_cell_config
     for m in config.methods:
         if m not in METHODS:
             raise InputError(f"unknown method '{m}'; valid: {', '.join(METHODS)}")
     run = BenchmarkRun(config=config)
-    # Rounds are cached per (method, layout, round): a run with more rounds, fewer
-    # methods or another layout reuses them; ZeroGrasp rounds also key on the checkpoint
-    # and the grasps decoded per object.
-    key = json.dumps({k: v for k, v in asdict(config).items()
-                      if k not in ('methods', 'rounds', 'layouts', 'checkpoint',
-                                   'zerograsp_rounds', 'grasps_per_object')},
-                     sort_keys=True, default=list)
-    done: dict = {}
-    if partial_path is not None and Path(partial_path).is_file():
-        saved = json.loads(Path(partial_path).read_text())
-        if saved.get('key') == key:
-            done = saved.get('rounds', {})
+    components = round_cache_components(config)
+    key = round_cache_key(config)
+    saved = _load_partial(partial_path)
+    done: dict = saved.setdefault(key, {'components': components, 'rounds': {}})['rounds']
+    for extra in merge_partials:
+        done.update(_load_partial(extra).get(key, {}).get('rounds', {}))
     predictor, predictor_error = None, None
     if any(m in ZEROGRASP_METHODS for m in config.methods):
         try:
@@ -331,10 +501,17 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             run.checkpoint = checkpoint_info(config.checkpoint)
         except CheckpointError as exc:
             predictor_error = str(exc)
-    cell = cell if cell is not None else SimCell()
+    if cell is None:
+        cell_config = load_sim_cell_config()
+        cell_config.depth_noise = config.depth_noise
+        cell = SimCell(cell_config)
+    elif bool(cell.config.depth_noise) != bool(config.depth_noise):
+        raise InputError(f'the given cell has depth_noise={cell.config.depth_noise} but the '
+                         f'benchmark config asks for {config.depth_noise}')
     zg_rounds = config.rounds if config.zerograsp_rounds is None else config.zerograsp_rounds
-    jobs = [(m, layout, r) for m in config.methods for layout in config.layouts
-            for r in range(zg_rounds if m in ZEROGRASP_METHODS else config.rounds)]
+    jobs = [(m, layout, r) for r in range(config.rounds) for layout in config.layouts
+            for m in config.methods if r < (zg_rounds if m in ZEROGRASP_METHODS
+                                            else config.rounds)]
     bar = tqdm(jobs, disable=not progress, desc='clutter removal', unit='round')
     planners = {}
     for m, layout, r in bar:
@@ -342,30 +519,39 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             run.skipped[m] = f'skipped: {predictor_error}'
             continue
         tag = f'{m}/{layout}/{r}'
-        if m in ZEROGRASP_METHODS:
-            tag += f'/{checkpoint_fingerprint(config.checkpoint)}/g{config.grasps_per_object}'
         bar.set_postfix_str(tag)
         if tag in done:
             result = done[tag]
+        elif only_cached or (deadline is not None and time.time() > deadline):
+            run.unfinished.setdefault(m, 0)
+            run.unfinished[m] += 1
+            continue
         else:
             if m not in planners:
-                planners[m] = make_planner(m, predictor, config.grasps_per_object)
+                planners[m] = make_planner(m, predictor, config.grasps_per_object, cell=cell,
+                                           segmenter=segmenter)
             scene_seed = config.seed * 1000 + r
             rng = np.random.default_rng([config.seed, r, METHODS.index(m)])
             result = run_round(cell, planners[m], scene_seed, layout, config.num_objects,
                                config.split, rng, config.max_consecutive_failures,
-                               config.max_attempts)
+                               config.max_attempts, depth_tare=config.depth_tare)
             done[tag] = result
             if partial_path is not None:
                 Path(partial_path).parent.mkdir(parents=True, exist_ok=True)
-                Path(partial_path).write_text(json.dumps({'key': key, 'rounds': done}))
+                tmp = Path(str(partial_path) + '.tmp')
+                tmp.write_text(json.dumps({'format': 2, 'keys': saved}))
+                tmp.replace(partial_path)
         run.rounds.setdefault(m, []).append(result)
+    run.cache_key = key
+    run.cache_components = components
     return run
 
 
 def results_dict(run: BenchmarkRun) -> dict:
     out = {'config': asdict(run.config), 'methods': {}, 'skipped': run.skipped,
-           'checkpoint': run.checkpoint}
+           'checkpoint': run.checkpoint, 'round_cache_key': run.cache_key,
+           'code_version': run.cache_components.get('code_version', ''),
+           'unfinished_rounds': run.unfinished}
     for m, rounds in run.rounds.items():
         entry = {'label': METHOD_LABELS[m], 'all': summarise(rounds),
                  'wall_s_per_round': float(np.mean([r.get('wall_s', np.nan) for r in rounds]))}
