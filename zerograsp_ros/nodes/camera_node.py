@@ -8,6 +8,14 @@ Sources (parameter `source`):
   realsense topic names.
 - replay: recorded frames from `replay_dir` (format in zerograsp_ros/geometry/rgbd.py),
   published at `replay_rate` with the current time as stamp.
+
+Every frame goes through the depth-scale tare (`depth_tare.*`, on by default;
+zerograsp_ros/perception/depth_tare.py) before it is published, so segmentation,
+grasping and refinement all see the corrected depth. It needs the hand-eye
+calibration `T_base_camera` and the table plane in the base frame (`table_plane_base`):
+source sim reads T_base_camera from the sim cell config, replay from each recorded
+frame's camera_info.yaml when present; without one the node warns once and
+publishes frames untared. A frame whose correction is absurd is dropped and reported.
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from collections import deque
 from pathlib import Path
 import sys
 
+import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -26,10 +35,17 @@ from zerograsp_ros.nodes.common import (
     RGBD_FRAME_TOPIC,
     SENSOR_QOS,
     declare,
+    declare_dataclass,
     non_negative,
     positive,
 )
-from zerograsp_ros.nodes.conversions import frame_to_rgbd_msg, rgbd_msg_to_frame, stamp_to_seconds
+from zerograsp_ros.nodes.conversions import (
+    frame_to_rgbd_msg,
+    numpy_to_image,
+    rgbd_msg_to_frame,
+    stamp_to_seconds,
+)
+from zerograsp_ros.perception.depth_tare import DepthTareConfig, table_plane_in_camera, tare_frame
 
 SOURCES = ('realsense', 'sim', 'replay')
 
@@ -62,6 +78,7 @@ class CameraNode(Node):
         self.validate_frames = declare(self, 'validate_frames', True,
                                        'Decode and check every frame before publishing '
                                        '(bad frames are reported and not published)')
+        self._declare_tare()
         self.publisher = self.create_publisher(RGBDFrameMsg, RGBD_FRAME_TOPIC, FRAME_QOS)
         self.published = 0
         self.rejected = 0
@@ -70,6 +87,58 @@ class CameraNode(Node):
             self._start_replay()
         else:
             self._start_live()
+
+    # ----------------------------------------------------------------- depth tare
+
+    def _declare_tare(self):
+        self.tare_config = DepthTareConfig(**declare_dataclass(
+            self, 'depth_tare', DepthTareConfig(), 'depth-scale tare against the table'))
+        self.tare_config.validate()
+        calibration = declare(self, 'T_base_camera', [0.0],
+                              'Hand-eye calibration: camera optical frame in the robot base '
+                              "frame, 16 numbers row-major ([0.0] = none; source sim: the sim "
+                              "cell's)")
+        self.table_plane_base = declare(
+            self, 'table_plane_base', [0.0, 0.0, 1.0, 0.0],
+            'Table top plane a x + b y + c z + d = 0 in the robot base frame',
+            lambda v: len(v) == 4, '4 numbers')
+        sim_config = declare(self, 'sim_cell_config', '',
+                             "source sim: the sim cell YAML with T_base_camera ('' = the "
+                             "package's config/sim_cell.yaml)")
+        self.T_base_camera = None
+        if len(calibration) == 16:
+            self.T_base_camera = np.asarray(calibration, dtype=np.float64).reshape(4, 4)
+        elif len(calibration) != 1:
+            raise InputError(f"parameter 'T_base_camera' needs 16 numbers, got {len(calibration)}")
+        elif self.source == 'sim':
+            from zerograsp_ros.sim.cell import load_sim_cell_config
+            self.T_base_camera = load_sim_cell_config(sim_config or None).T_base_camera
+        self.known_plane = None if self.T_base_camera is None else \
+            table_plane_in_camera(self.T_base_camera, self.table_plane_base)
+        self.tare_scale = None
+        if self.tare_config.enabled and self.T_base_camera is None and self.source != 'replay':
+            self.get_logger().warn('depth_tare is on but no hand-eye calibration (T_base_camera)'
+                                   ' is given: frames are published without depth-scale '
+                                   'correction')
+
+    def _tare(self, frame):
+        """The frame with its depth scale corrected; InputError when the tare refuses it."""
+        plane = self.known_plane
+        if plane is None and 'T_base_camera' in frame.meta:      # a recorded frame's own
+            plane = table_plane_in_camera(frame.meta['T_base_camera'], self.table_plane_base)
+        if not self.tare_config.enabled or plane is None:
+            return frame
+        frame, result = tare_frame(frame, plane, self.tare_config)
+        self.tare_scale = result.scale
+        self.get_logger().info(f'depth tare: {result.summary()}; corrected',
+                               throttle_duration_sec=10.0)
+        return frame
+
+    def _refuse(self, exc: InputError):
+        self.rejected += 1
+        self.last_problem = str(exc)
+        self.get_logger().warn(f'dropping a camera frame ({self.rejected} so far): {exc}',
+                               throttle_duration_sec=2.0)
 
     # ----------------------------------------------------------------- replay
 
@@ -91,6 +160,11 @@ class CameraNode(Node):
             self.replay_index = 0
         frame = self.replay_frames[self.replay_index]
         self.replay_index += 1
+        try:
+            frame = self._tare(frame)
+        except InputError as exc:
+            self._refuse(exc)
+            return
         msg = frame_to_rgbd_msg(frame, stamp=self.get_clock().now().to_msg())
         if self.frame_id:
             self._set_frame_id(msg, self.frame_id)
@@ -152,17 +226,27 @@ class CameraNode(Node):
         msg.color, msg.depth, msg.camera_info = color, depth, self.camera_info
         if self.frame_id:
             self._set_frame_id(msg, self.frame_id)
-        if self.validate_frames:
+        tare = self.tare_config.enabled and self.known_plane is not None
+        if self.validate_frames or tare:
             try:
-                rgbd_msg_to_frame(msg)
+                frame = self._tare(rgbd_msg_to_frame(msg))
             except InputError as exc:
-                self.rejected += 1
-                self.last_problem = str(exc)
-                self.get_logger().warn(f'dropping a bad camera frame ({self.rejected} so '
-                                       f'far): {exc}', throttle_duration_sec=2.0)
+                self._refuse(exc)
                 return
+            if tare:
+                msg.depth = self._depth_image(frame.depth, msg.depth)
         self.publisher.publish(msg)
         self.published += 1
+
+    @staticmethod
+    def _depth_image(depth_m: np.ndarray, like: Image) -> Image:
+        """Corrected depth [m] in the incoming image's encoding (16UC1 mm or 32FC1 m)."""
+        depth = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0,
+                              neginf=0.0)
+        if like.encoding.lower() == '32fc1':
+            return numpy_to_image(depth.astype(np.float32), '32FC1', like.header)
+        mm = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
+        return numpy_to_image(mm, '16UC1', like.header)
 
     @staticmethod
     def _set_frame_id(msg: RGBDFrameMsg, frame_id: str):
