@@ -279,7 +279,7 @@ def antipodal_grasps(frame: RGBDFrame, num_samples: int = 80,
 
 
 def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | None = None,
-                  points_per_object: int = 8, approach_cone_deg: float = 75.0,
+                  points_per_scene: int = 40, approach_cone_deg: float = 75.0,
                   max_grasps: int = 50) -> GraspSet:
     """The cell's ceiling: grasps sampled on the ground-truth meshes, judged by the label judge.
 
@@ -289,6 +289,8 @@ def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | 
     down, the label in-plane angles and depths. `data.labels.judge_grasps` (collisions
     with every object and the table, antipodal force closure) keeps those that hold one
     object; score = the label quality (lowest force-closure mu), deeper first on ties.
+    `points_per_scene` surface points are shared among the objects left (at least 8
+    each), so the cost per plan stays about constant as the table clears.
     Returned in the camera frame, best first, at most one per (object, point).
     """
     from zerograsp_ros.data.labels import (
@@ -318,6 +320,7 @@ def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | 
     approach_va = rot_va[:, :, 0]
     depths = np.asarray(config.depths, dtype=np.float64)
     out = []
+    points_per_object = max(8, points_per_scene // len(objects))
     for j, (obj, shape) in enumerate(zip(objects, shapes)):
         pts, nrm = shape.sample_surface(4 * points_per_object, rng)
         pts, nrm = pts[pts[:, 2] > 0.004], nrm[pts[:, 2] > 0.004]
