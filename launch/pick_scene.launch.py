@@ -6,17 +6,22 @@
 
 use_sim:=true: the simulated cell (sim_cell_node) publishes the realsense topics and
 stands in for camera, arm and gripper. use_sim:=false: realsense2_camera's
-rs_launch.py with align_depth.enable:=true, plus the arm and gripper bring-up
-listed in config/robots/<robot>.yaml (section bringup.includes).
+rs_launch.py with align_depth.enable:=true, plus the real cell of
+config/robots/<robot>.yaml (section cell; zerograsp_ros.nodes.real_cell): one
+robot_state_publisher and one controller_manager for arm + 2F-85, and MoveItPy's
+parameters for the execution node.
 The node graph comes from zerograsp_ros.nodes.graph (shared with `bringup`).
 `launch` is imported only inside generate_launch_description.
 """
-from zerograsp_ros.nodes.graph import pick_scene_nodes, realsense_include, robot_bringup_includes
+from zerograsp_ros.nodes.graph import pick_scene_nodes, realsense_include
 
 ARGUMENTS = {
     'use_sim': ('true', 'true: simulated cell; false: RealSense + robot bring-up'),
     'robot': ('panda', 'robot preset: panda | fr3 (config/robots/<robot>.yaml)'),
-    'robot_ip': ('', 'robot IP for the arm bring-up (use_sim:=false)'),
+    'robot_ip': ('', 'the arm\'s IP address (required with use_sim:=false unless '
+                     'use_fake_hardware:=true)'),
+    'use_fake_hardware': ('false', 'use_sim:=false: mock arm and gripper hardware (bring-up '
+                                   'checks and dry runs)'),
     'camera_serial': ('', 'RealSense serial number (empty = the first camera found)'),
     'checkpoint': ('', "model checkpoint ('' = share/zerograsp_ros/checkpoints/"
                        "zerograsp_cpu.pt)"),
@@ -46,8 +51,7 @@ def includes(args: dict) -> list[dict]:
     values.update(args)
     if _flag(values['use_sim']):
         return []
-    return [realsense_include(values['camera_serial'])] + \
-        robot_bringup_includes(values['robot'], values['robot_ip'])
+    return [realsense_include(values['camera_serial'])]
 
 
 def generate_launch_description():
@@ -63,7 +67,13 @@ def generate_launch_description():
 
     def setup(context):
         values = {k: context.launch_configurations[k] for k in ARGUMENTS}
-        actions = include_actions(includes(values)) + node_actions(node_specs(values))
+        specs, cell = node_specs(values), []
+        if not _flag(values['use_sim']):
+            from zerograsp_ros.nodes.real_cell import real_cell_launch
+
+            cell, specs = real_cell_launch(values['robot'], values['robot_ip'],
+                                           _flag(values['use_fake_hardware']), specs)
+        actions = include_actions(includes(values)) + cell + node_actions(specs)
         if _flag(values['rviz']):
             actions.append(rviz_action())
         return actions

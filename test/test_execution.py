@@ -4,8 +4,8 @@ Robot presets, pick pose maths, the moveit_py adapter (against a recording fake 
 moveit_py API) and the pick sequence on the real simulated cell (pybullet), in-process
 and over ROS 2.
 """
-from contextlib import contextmanager
 from pathlib import Path
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,6 +29,9 @@ from zerograsp_ros.execution.robot import (
     robot_preset_from_dict,
 )
 from zerograsp_ros.grasp.representation import GraspSet
+
+sys.path.insert(0, str(Path(__file__).parent))
+from support.fake_moveit import FakeMoveIt, fast_gripper, pose_matrix  # noqa: E402
 
 CAMERA = 'camera_color_optical_frame'
 
@@ -58,17 +61,20 @@ def test_presets_load_and_name_the_2f85_action():
     names = available_robot_presets()
     assert {'panda', 'fr3'} <= set(names)
     panda, fr3 = load_robot_preset('panda'), load_robot_preset('fr3')
+    # The Panda is robot_type 'fer' in franka_description (links fer_link0..8).
     assert (panda.planning_group, panda.base_frame, panda.flange_link) == \
-        ('panda_arm', 'panda_link0', 'panda_link8')
+        ('fer_arm', 'fer_link0', 'fer_link8')
     assert (fr3.planning_group, fr3.base_frame, fr3.flange_link) == \
         ('fr3_arm', 'fr3_link0', 'fr3_link8')
     for preset in (panda, fr3):
-        assert preset.gripper.action_type in ('GripperCommand', 'ParallelGripperCommand')
-        assert preset.gripper.action_name.endswith('gripper_cmd')
+        # The Jazzy Robotiq controller serves ParallelGripperCommand on ~/gripper_cmd.
+        assert preset.gripper.action_type == 'ParallelGripperCommand'
+        assert preset.gripper.action_name == '/robotiq_gripper_controller/gripper_cmd'
+        assert preset.gripper.joint_name == 'robotiq_85_left_knuckle_joint'
         assert 0 < preset.velocity_scaling <= 0.2, 'velocity scaling must default low'
         assert preset.tcp_offset_xyz[2] == pytest.approx(0.149)
-        assert preset.bringup['includes'], 'the launch file reads the bring-up includes'
-    assert fr3.bringup['includes'][0]['package'] == 'franka_fr3_moveit_config'
+        assert preset.cell['robot_type'] == preset.base_frame.split('_')[0]
+    assert fr3.cell['kinematics']['package'] == 'franka_fr3_moveit_config'
 
 
 def test_width_to_knuckle_map_is_the_linear_approximation():
@@ -152,199 +158,6 @@ def test_collision_meshes_are_moved_into_the_planning_frame():
 
 # =========================================================================== moveit_py fake
 
-class Future:
-    """A completed future (the adapter only adds done callbacks and reads results)."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def add_done_callback(self, cb):
-        cb(self)
-
-    def exception(self):
-        return None
-
-    def result(self):
-        return self.value
-
-
-class FakeMoveIt:
-    """Records every call the adapter makes to moveit_py, the gripper action and tf2."""
-
-    def __init__(self, T_base_camera, object_width=0.04, reject=lambda goal, params: False,
-                 scene_error=None, distro='jazzy', moveit_error=None):
-        from geometry_msgs.msg import Point, Pose, PoseStamped
-        from shape_msgs.msg import Mesh, MeshTriangle, SolidPrimitive
-        from std_msgs.msg import Header
-        self.calls = []
-        self.T_base_camera = T_base_camera
-        self.object_width = object_width      # None = nothing between the fingers
-        self.reject = reject
-        self.scene_error = scene_error
-        self.moveit_error = moveit_error
-        rec = self.calls
-        fake = self
-
-        class CollisionObject:
-            ADD, REMOVE = 0, 1
-
-            def __init__(self):
-                self.id, self.header, self.operation = '', Header(), 0
-                self.meshes, self.mesh_poses = [], []
-                self.primitives, self.primitive_poses = [], []
-                self.pose = Pose()
-
-        class AttachedCollisionObject:
-            def __init__(self):
-                self.link_name, self.object, self.touch_links = '', CollisionObject(), []
-
-        class Acm:
-            def set_entry(self, a, b, allowed):
-                rec.append(('acm', a, b, allowed))
-
-        class Scene:
-            allowed_collision_matrix = Acm()
-            current_state = SimpleNamespace(update=lambda: rec.append(('state_update',)))
-
-            def apply_collision_object(self, co):
-                if fake.scene_error:
-                    raise RuntimeError(fake.scene_error)
-                rec.append(('apply', co))
-
-            def process_attached_collision_object(self, aco):
-                rec.append(('attached', aco))
-
-        class Monitor:
-            @contextmanager
-            def read_write(self):
-                yield Scene()
-
-        class Trajectory:
-            def __init__(self, goal):
-                self.goal = goal
-
-            def __len__(self):
-                return 3
-
-            def __getitem__(self, i):
-                return ('end_state_of', self.goal)
-
-        class Arm:
-            goal = None
-
-            def set_start_state_to_current_state(self):
-                rec.append(('start_current',))
-
-            def set_start_state(self, robot_state):
-                rec.append(('start_state', robot_state))
-
-            def set_goal_state(self, pose_stamped_msg, pose_link):
-                self.goal = pose_stamped_msg
-                rec.append(('goal', pose_stamped_msg, pose_link))
-
-            def plan(self, single_plan_parameters):
-                p = single_plan_parameters
-                rec.append(('plan', p.planning_pipeline, p.planner_id,
-                            p.max_velocity_scaling_factor))
-                if fake.reject(self.goal, p):
-                    return None
-                return SimpleNamespace(trajectory=Trajectory(self.goal))
-
-        class MoveItPy:
-            def __init__(self, node_name, launch_params_filepaths=None):
-                if fake.moveit_error:
-                    raise RuntimeError(fake.moveit_error)
-                rec.append(('moveit_py', node_name))
-
-            def get_planning_component(self, group):
-                rec.append(('component', group))
-                return Arm()
-
-            def get_planning_scene_monitor(self):
-                return Monitor()
-
-            def execute(self, *args, **kwargs):
-                rec.append(('execute', args, kwargs))
-                return True
-
-        class PlanRequestParameters:
-            def __init__(self, robot, namespace):
-                self.namespace = namespace
-
-        class GripperCommand:
-            class Goal:
-                def __init__(self):
-                    self.command = SimpleNamespace(position=None, max_effort=None)
-
-        class ParallelGripperCommand:
-            class Goal:
-                def __init__(self):
-                    self.command = SimpleNamespace(name=[], position=[], effort=[])
-
-        class ActionClient:
-            def __init__(self, node, action_type, name, callback_group=None):
-                rec.append(('action_client', action_type.__name__, name))
-                self.preset = None
-
-            def wait_for_server(self, timeout_sec):
-                return True
-
-            def send_goal_async(self, goal):
-                rec.append(('gripper_goal', goal.command))
-                cmd = goal.command.position
-                angle = cmd[0] if isinstance(cmd, list) else cmd
-                g = load_robot_preset('panda').gripper
-                target_width = g.knuckle_to_width(angle)
-                w = fake.object_width
-                if w is not None and target_width < w:   # stalls on the object
-                    res = SimpleNamespace(position=g.width_to_knuckle(w), stalled=True,
-                                          reached_goal=False)
-                else:
-                    res = SimpleNamespace(position=angle, stalled=False, reached_goal=True)
-                if isinstance(cmd, list):
-                    res = SimpleNamespace(state=SimpleNamespace(position=[res.position]),
-                                          stalled=res.stalled, reached_goal=res.reached_goal)
-                response = SimpleNamespace(status=4, result=res)
-                return Future(SimpleNamespace(accepted=True,
-                                              get_result_async=lambda: Future(response)))
-
-            def destroy(self):
-                pass
-
-        class TfBuffer:
-            def lookup_transform(self, target, source, time, timeout):
-                from geometry_msgs.msg import TransformStamped
-                rec.append(('tf', target, source))
-                ts = TransformStamped()
-                T = fake.T_base_camera
-                q = Rotation.from_matrix(T[:3, :3]).as_quat()
-                ts.transform.translation.x, ts.transform.translation.y, \
-                    ts.transform.translation.z = T[:3, 3]
-                r = ts.transform.rotation
-                r.x, r.y, r.z, r.w = q
-                return ts
-
-        from zerograsp_ros.execution.moveit_backend import MoveItApi
-        self.api = MoveItApi(MoveItPy, PlanRequestParameters, None, CollisionObject,
-                             AttachedCollisionObject, SolidPrimitive, Mesh, MeshTriangle, Point,
-                             Pose, PoseStamped, GripperCommand, ParallelGripperCommand,
-                             ActionClient, lambda node: TfBuffer(), distro)
-
-    def names(self):
-        return [c[0] for c in self.calls]
-
-    def goals(self):
-        return [c for c in self.calls if c[0] == 'goal']
-
-
-def pose_matrix(pose) -> np.ndarray:
-    T = np.eye(4)
-    q = pose.orientation
-    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
-    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return T
-
-
 def camera_scene():
     """A camera looking down from 0.6 m above (0.5, 0, 0) of the base; two boxes on a table."""
     T_base_camera = np.eye(4)
@@ -371,7 +184,7 @@ def table_box():
 
 def moveit_sequence(fake, robot='panda', **config):
     from zerograsp_ros.execution.moveit_backend import MoveItBackend
-    preset = load_robot_preset(robot)
+    preset = fast_gripper(load_robot_preset(robot))
     backend = MoveItBackend(None, preset, api=fake.api)
     return PickSequence(backend, preset, PickConfig(**config), table_box()), preset
 
@@ -385,15 +198,17 @@ def test_moveit_adapter_call_order_and_content():
     assert [s.stage for s in result.stages] == ['request', 'transform', 'planning_scene',
                                                 'pre_grasp', 'open_gripper', 'approach',
                                                 'grasp', 'lift']
-    assert fake.calls[:3] == [('moveit_py', 'zerograsp_moveit_py'), ('component', 'panda_arm'),
-                              ('action_client', 'GripperCommand',
-                               '/robotiq_gripper_controller/gripper_cmd')]
-    assert ('tf', 'panda_link0', CAMERA) in fake.calls
+    assert fake.calls[:4] == [('moveit_py', 'zerograsp_moveit_py'), ('component', 'fer_arm'),
+                              ('action_client', 'ParallelGripperCommand',
+                               '/robotiq_gripper_controller/gripper_cmd'),
+                              ('joint_states', '/joint_states')]
+    assert fake.provide_planning_service is False   # one /get_planning_scene in the cell
+    assert ('tf', 'fer_link0', CAMERA) in fake.calls
 
     # Planning scene: the table box, then each reconstruction as a mesh in the base frame.
     applied = [c[1] for c in fake.calls if c[0] == 'apply']
     assert [co.id for co in applied] == ['table', 'object_1', 'object_2']
-    assert all(co.header.frame_id == 'panda_link0' and co.operation == 0 for co in applied)
+    assert all(co.header.frame_id == 'fer_link0' and co.operation == 0 for co in applied)
     assert list(applied[0].primitives[0].dimensions) == pytest.approx([0.8, 1.2, 0.04])
     assert pose_matrix(applied[0].pose)[:3, 3] == pytest.approx([0.55, 0.0, -0.02])
     for co, obj in zip(applied[1:], objects_base):
@@ -410,8 +225,8 @@ def test_moveit_adapter_call_order_and_content():
 
     # Goals, in order: pre-grasp (free), grasp (straight line), lift (straight line).
     goals = fake.goals()
-    assert [g[2] for g in goals] == ['panda_robotiq_tcp'] * 3
-    assert all(g[1].header.frame_id == 'panda_link0' for g in goals)
+    assert [g[2] for g in goals] == ['fer_robotiq_tcp'] * 3
+    assert all(g[1].header.frame_id == 'fer_link0' for g in goals)
     positions = [pose_matrix(g[1].pose)[:3, 3] for g in goals]
     np.testing.assert_allclose(positions, [[0.5, 0, 0.16], [0.5, 0, 0.06], [0.5, 0, 0.16]],
                                atol=1e-6)
@@ -426,14 +241,18 @@ def test_moveit_adapter_call_order_and_content():
     order = [n for n in fake.names() if n in ('goal', 'execute', 'gripper_goal', 'attached')]
     assert order == ['goal', 'execute', 'gripper_goal', 'goal', 'execute', 'gripper_goal',
                      'attached', 'goal', 'execute', 'gripper_goal']
-    grips = [c[1] for c in fake.calls if c[0] == 'gripper_goal']
-    assert grips[0].position == pytest.approx(robot.gripper.width_to_knuckle(0.04 + 0.02))
-    assert grips[1].position == pytest.approx(robot.gripper.knuckle_closed)
-    assert grips[1].max_effort == 35.0
+    grips = [c[1] for c in fake.calls if c[0] == 'gripper_goal']   # sensor_msgs/JointState
+    assert all(list(g.name) == ['robotiq_85_left_knuckle_joint'] for g in grips)
+    assert list(grips[0].position) == [pytest.approx(robot.gripper.width_to_knuckle(0.06))]
+    assert list(grips[1].position) == [pytest.approx(robot.gripper.knuckle_closed)]
+    assert list(grips[1].effort) == [35.0]
+    # The result said "stalled" at once; the width comes from the settled knuckle.
+    grasp = [st for st in result.stages if st.stage == 'grasp'][0]
+    assert 'closed at 0.04' in grasp.message
     execs = [c for c in fake.calls if c[0] == 'execute']
     assert all(len(e[1]) == 1 and e[2] == {'controllers': []} for e in execs)  # Jazzy API
     attached = [c[1] for c in fake.calls if c[0] == 'attached'][0]
-    assert attached.link_name == 'panda_robotiq_tcp' and attached.object.id == 'object_1'
+    assert attached.link_name == 'fer_robotiq_tcp' and attached.object.id == 'object_1'
     assert list(attached.touch_links) == list(robot.touch_links)
     assert ('acm', 'object_1', 'table', True) in fake.calls   # the lifted object leaves the table
     assert result.grasp is not None and result.grasp.object_ids[0] == 1
@@ -454,7 +273,7 @@ def test_moveit_adapter_place_and_release():
     plans = [c[2] for c in fake.calls if c[0] == 'plan']
     assert plans[3:] == ['RRTConnectkConfigDefault', 'LIN']   # free to the place, line back
     grips = [c[1] for c in fake.calls if c[0] == 'gripper_goal']
-    assert grips[-1].position == pytest.approx(robot.gripper.knuckle_open)  # released
+    assert list(grips[-1].position) == [pytest.approx(robot.gripper.knuckle_open)]  # released
     attached = [c[1] for c in fake.calls if c[0] == 'attached']
     assert [a.object.operation for a in attached] == [0, 1]                 # attach, detach
     removed = [c[1] for c in fake.calls if c[0] == 'apply' and c[1].operation == 1]
@@ -550,25 +369,134 @@ def test_moveit_adapter_workspace_and_bad_requests():
     assert 'plan' not in fake.names()
 
 
-def test_moveit_adapter_humble_execute_and_parallel_gripper_command():
+def test_moveit_adapter_humble_execute_and_selectable_gripper_command():
     import dataclasses
     T_base_camera, objects, grasps, _ = camera_scene()
     fake = FakeMoveIt(T_base_camera, distro='humble')
     from zerograsp_ros.execution.moveit_backend import MoveItBackend
-    preset = load_robot_preset('panda')
+    preset = fast_gripper(load_robot_preset('panda'))
     preset = dataclasses.replace(preset, gripper=dataclasses.replace(
-        preset.gripper, action_type='ParallelGripperCommand'))
+        preset.gripper, action_type='GripperCommand'))
     backend = MoveItBackend(None, preset, api=fake.api)
-    result = PickSequence(backend, preset, PickConfig()).run(PickTarget(grasps, CAMERA, objects,
-                                                                        object_id=1))
+    result = PickSequence(backend, preset, PickConfig(grasp_effort=30.0)).run(
+        PickTarget(grasps, CAMERA, objects, object_id=1))
     assert result.success, result.message
-    assert ('action_client', 'ParallelGripperCommand',
+    assert ('action_client', 'GripperCommand',
             '/robotiq_gripper_controller/gripper_cmd') in fake.calls
     execs = [c for c in fake.calls if c[0] == 'execute']
-    assert all(e[1][0] == 'panda_arm' and e[2] == {'blocking': True} for e in execs)
-    cmd = [c[1] for c in fake.calls if c[0] == 'gripper_goal'][1]
-    assert cmd.name == [preset.gripper.joint_name]
-    assert cmd.position == [pytest.approx(preset.gripper.knuckle_closed)]
+    assert all(e[1][0] == 'fer_arm' and e[2] == {'blocking': True} for e in execs)
+    cmd = [c[1] for c in fake.calls if c[0] == 'gripper_goal'][1]   # control_msgs/GripperCommand
+    assert cmd.position == pytest.approx(preset.gripper.knuckle_closed)
+    assert cmd.max_effort == 30.0
+
+
+def test_moveit_adapter_checks_the_return_values_moveit_py_gives():
+    T_base_camera, objects, grasps, _ = camera_scene()
+    # set_goal_state returns False for a pose_link the model lacks: no plan, no motion.
+    fake = FakeMoveIt(T_base_camera, model_links={'fer_link8'})
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert not result.success and result.failed_stage == 'pre_grasp'
+    assert "rejected the free goal for 'fer_robotiq_tcp'" in result.message
+    assert 'plan' not in fake.names() and 'execute' not in fake.names()
+    # process_attached_collision_object returns False: the pick stops at the grasp.
+    fake = FakeMoveIt(T_base_camera, attach_ok=False)
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert result.failed_stage == 'grasp' and 'refused to attach object_1' in result.message
+    close = max(i for i, c in enumerate(fake.calls) if c[0] == 'attached')
+    assert 'execute' not in [c[0] for c in fake.calls[close:]]      # no lift
+    # An ExecutionStatus that is not SUCCEEDED fails the motion with its text.
+    fake = FakeMoveIt(T_base_camera, execute_status='ABORTED')
+    seq, _ = moveit_sequence(fake)
+    result = seq.run(PickTarget(grasps, CAMERA, objects, object_id=1))
+    assert result.failed_stage == 'pre_grasp' and 'failed in the controller (ABORTED)' in \
+        result.message
+
+
+def test_moveit_adapter_detaches_a_kept_object_before_the_next_pick():
+    """place: false keeps the object attached after the pick; the next pick detaches it."""
+    T_base_camera, objects, grasps, _ = camera_scene()
+    fake = FakeMoveIt(T_base_camera)
+    seq, robot = moveit_sequence(fake)
+    assert seq.run(PickTarget(grasps, CAMERA, objects, object_id=1)).success
+    assert seq.backend.attached == ['object_1']
+    n = len(fake.calls)
+    seq.run(PickTarget(grasps, CAMERA, objects, object_id=2, dry_run=True))
+    detach = [c[1] for c in fake.calls[n:] if c[0] == 'attached']
+    assert len(detach) == 1 and detach[0].object.operation == 1 and detach[0].object.id == ''
+    assert detach[0].link_name == robot.tcp_link                     # '' = everything on it
+    removed = [c[1].id for c in fake.calls[n:] if c[0] == 'apply' and c[1].operation == 1]
+    assert removed[0] == 'object_1' and seq.backend.attached == []
+
+
+def test_moveit_gripper_is_judged_on_the_settled_knuckle_not_the_stalled_result():
+    """The controller says "stalled, succeeded" at once; only /joint_states tells."""
+    T_base_camera = camera_scene()[0]
+    from zerograsp_ros.execution.moveit_backend import MoveItBackend
+    preset = fast_gripper(load_robot_preset('fr3'))
+    g = preset.gripper
+    # An object 40 mm wide: the close stops short of closed and holds it.
+    fake = FakeMoveIt(T_base_camera, object_width=0.04)
+    backend = MoveItBackend(None, preset, api=fake.api)
+    res = backend.gripper(-1.0, 40.0)
+    assert res.ok and res.object_held is True and res.width == pytest.approx(0.04, abs=0.002)
+    res = backend.gripper(g.stroke, 0.0)                             # open fully again
+    assert res.ok and res.width == pytest.approx(g.stroke, abs=0.002)
+    # Nothing between the pads: fully closed, not held (a stalled result would say held).
+    fake = FakeMoveIt(T_base_camera, object_width=None)
+    backend = MoveItBackend(None, preset, api=fake.api)
+    res = backend.gripper(-1.0, 40.0)
+    assert res.ok and res.object_held is False and res.width < 0.002
+    # A gripper that never moves: the open fails (blocked), it is not believed.
+    fake = FakeMoveIt(T_base_camera, gripper_stuck=True)
+    fake.knuckle.start_pos = g.knuckle_closed
+    backend = MoveItBackend(None, preset, api=fake.api)
+    res = backend.gripper(0.06, 0.0)
+    assert not res.ok and 'did not reach the commanded opening' in res.message
+    # No joint states at all: a clear failure after settle_timeout.
+    fake = FakeMoveIt(T_base_camera)
+    fake.api.subscribe_joint_states = lambda *a: None
+    import dataclasses
+    quick = dataclasses.replace(preset, gripper=dataclasses.replace(g, settle_timeout=0.3))
+    backend = MoveItBackend(None, quick, api=fake.api)
+    res = backend.gripper(0.06, 0.0)
+    assert not res.ok and 'no robotiq_85_left_knuckle_joint position' in res.message
+
+
+def test_knuckle_monitor_waits_for_motion_then_a_steady_window():
+    from zerograsp_ros.execution.backends import ExecutionError
+    from zerograsp_ros.execution.knuckle_monitor import KnuckleMonitor
+    now = [0.0]
+    m = KnuckleMonitor('k', settle_time=0.2, tolerance=0.004, motion_start_wait=1.0,
+                       clock=lambda: now[0])
+
+    def feed(until, position):
+        while now[0] < until - 1e-9:
+            now[0] = round(now[0] + 0.01, 6)
+            m.add(position(now[0]))
+
+    feed(0.5, lambda t: 0.0)
+    sent = now[0]
+    # 0.3 s with no motion yet (command latency): not settled although steady.
+    feed(0.8, lambda t: 0.0)
+    assert m._settled_since(sent, 0.0, 0.79, now[0]) is None
+    feed(1.2, lambda t: min(0.79, (t - 0.8) * 2.0))             # moves, then stops at 0.79
+    assert m._settled_since(sent, 0.0, 0.79, now[0]) is None    # stopped 0.2 s ago at most
+    feed(1.5, lambda t: 0.79)
+    assert m._settled_since(sent, 0.0, 0.79, now[0]) == pytest.approx(0.79)
+    # Blocked from the start: settled where it was once motion_start_wait has passed.
+    sent = now[0]
+    feed(2.0, lambda t: 0.79)
+    assert m._settled_since(sent, 0.79, 0.0, now[0]) is None
+    feed(2.6, lambda t: 0.79)
+    assert m._settled_since(sent, 0.79, 0.0, now[0]) == pytest.approx(0.79)
+    with pytest.raises(ExecutionError, match='did not settle'):
+        feed(2.7, lambda t: 0.79 if round(t * 100) % 2 else 0.7)
+        KnuckleMonitor.wait_settled(m, now[0], 0.79, 0.0, timeout=0.0)
+    js = SimpleNamespace(name=['other', 'k'], position=[5.0, 0.25])
+    m.on_joint_state(js)
+    assert m.latest()[1] == 0.25
 
 
 def test_moveit_adapter_without_its_configuration_fails_loudly():
@@ -815,44 +743,6 @@ def test_sim_dry_run_and_bad_requests_move_nothing(cell):
         np.testing.assert_allclose(cell.object_pose(i), T, atol=1e-6)
 
 
-def test_xacro_tcp_matches_the_presets_and_the_grasp_axes():
-    import re
-    import xml.etree.ElementTree as ET
-
-    repo = Path(__file__).resolve().parents[1]  # the xacro ships in share/, not in the module
-    root = ET.parse(repo / 'urdf' / 'franka_robotiq_2f85.urdf.xacro').getroot()
-    macro = root[0]
-    params = dict(p.split(':=') for p in macro.get('params').split() if ':=' in p)
-
-    def value(expr, extra=None):
-        names = {'pi': np.pi, **{k: float(eval(v.strip('${}'), {'pi': np.pi}))
-                                 for k, v in params.items()
-                                 if k in ('adapter_thickness', 'mount_yaw', 'tcp_offset')},
-                 **(extra or {})}
-        tokens = re.findall(r'\$\{[^}]*\}|\S+', expr)
-        return [float(eval(tok.strip('${}'), {}, names)) for tok in tokens]
-
-    joints = {j.get('name'): j for j in macro.iter('joint')}
-    adapter = joints['${arm}_robotiq_adapter_joint'].find('origin')
-    tcp = joints['${arm}_robotiq_tcp_joint'].find('origin')
-    T_flange_base = np.eye(4)
-    T_flange_base[:3, :3] = Rotation.from_euler('xyz', value(adapter.get('rpy'))).as_matrix()
-    T_flange_base[2, 3] = value('${adapter_thickness}')[0]        # the gripper's origin
-    T_base_tcp = np.eye(4)
-    T_base_tcp[:3, :3] = Rotation.from_euler('xyz', value(tcp.get('rpy'))).as_matrix()
-    T_base_tcp[:3, 3] = value(tcp.get('xyz'))
-    T = T_flange_base @ T_base_tcp
-    for arm in ('panda', 'fr3'):
-        preset = load_robot_preset(arm)
-        np.testing.assert_allclose(T[:3, 3], preset.tcp_offset_xyz, atol=1e-9)
-        assert preset.tcp_link == f'{arm}_robotiq_tcp'
-        assert preset.grasp_to_tcp_rpy == (0.0, 0.0, 0.0)
-    np.testing.assert_allclose(T[:3, 0], [0, 0, 1], atol=1e-9)     # approach = flange z
-    # Closing = the Robotiq base's x axis (its knuckles sit at +-x), mounted at mount_yaw.
-    np.testing.assert_allclose(T[:3, 1], T_flange_base[:3, 0], atol=1e-9)
-    assert np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
-
-
 # =========================================================================== over ROS 2
 
 @pytest.fixture(scope='module')
@@ -949,7 +839,6 @@ def test_ros_moveit_backend_without_moveit_fails_loudly(ros):
 
 def _spawn(args):
     import os
-    from pathlib import Path
     import subprocess
     import sys
     import tempfile

@@ -91,14 +91,9 @@ def test_pick_scene_node_graph_per_argument():
     assert camera['package'] == 'realsense2_camera' and camera['launch'] == 'rs_launch.py'
     assert camera['arguments']['align_depth.enable'] == 'true'
     assert camera['arguments']['serial_no'] == '_123456789012'
-    # The arm and gripper includes come from the robot preset, robot_ip filled in.
-    import yaml
-
-    preset = yaml.safe_load((REPO / 'config' / 'robots' / 'fr3.yaml').read_text())
-    expected = preset['bringup']['includes']
-    assert [(i['package'], i['launch']) for i in includes[1:]] == \
-        [(i['package'], i['launch']) for i in expected]
-    assert all('$(robot_ip)' not in v for i in includes for v in i['arguments'].values())
+    # Arm and gripper are not vendor launch includes (each would start its own
+    # robot_state_publisher / controller_manager): test_real_cell.py covers the cell.
+    assert len(includes) == 1
     with pytest.raises(ValueError, match='expected true or false'):
         module.node_specs({'use_sim': 'maybe'})
     from zerograsp_ros.errors import InputError

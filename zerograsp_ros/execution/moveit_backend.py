@@ -5,9 +5,16 @@ rclpy.action) is imported in `load_moveit_api()`, and the Humble/Jazzy API
 differences live in `MoveItApi` (one place):
 - `MoveItPy.execute`: Jazzy `execute(trajectory, controllers=[...])`, Humble
   `execute(group_name, trajectory, blocking=True)`.
-- the Robotiq controller's action: `control_msgs/GripperCommand` (Humble
-  branch of ros2_robotiq_gripper) or `ParallelGripperCommand` (newer), chosen
-  by the robot preset.
+- the Robotiq controller's action: `control_msgs/ParallelGripperCommand`
+  (Jazzy's parallel_gripper_action_controller, the default) or `GripperCommand`
+  (Humble-era gripper_controllers), chosen by the robot preset.
+
+MoveItPy gets its parameters the way a launch file gives them: the real-cell launch
+passes `MoveItConfigsBuilder(...).to_dict()` to this node, launch_ros writes it to a
+`--params-file`, and MoveItPy reads those from the process's argv (or from
+`moveit_params_file`). Gripper goals count only once the knuckle joint has settled
+on /joint_states (zerograsp_ros.execution.knuckle_monitor): the controller reports
+"stalled, succeeded" long before the fingers stop.
 
 Straight-line motions use the preset's `linear_motion` pipeline (Pilz LIN by
 default), free motions `free_motion` (OMPL). On a dry run every plan starts
@@ -31,6 +38,7 @@ from zerograsp_ros.execution.backends import (
     MotionResult,
     wait_for_future,
 )
+from zerograsp_ros.execution.knuckle_monitor import KnuckleMonitor
 from zerograsp_ros.execution.robot import RobotPreset
 
 # GoalStatus values of action_msgs (kept here so the module imports without ROS).
@@ -56,19 +64,26 @@ class MoveItApi:
     ParallelGripperCommand: object | None
     ActionClient: object
     make_tf_buffer: object           # callable(node) -> object with lookup_transform(...)
+    # callable(node, topic, callback, callback_group) -> subscription to sensor_msgs/JointState
+    subscribe_joint_states: object = None
     distro: str = 'jazzy'
 
-    def execute(self, robot, group: str, trajectory, controllers) -> bool:
+    def make_moveit_py(self, node_name: str, params_file: str = ''):
+        kwargs = {'launch_params_filepaths': [params_file]} if params_file else {}
+        if self.distro != 'humble':
+            # One /get_planning_scene in the cell is enough (RViz / move_group own it).
+            kwargs['provide_planning_service'] = False
+        return self.MoveItPy(node_name=node_name, **kwargs)
+
+    def execute(self, robot, group: str, trajectory, controllers) -> tuple[bool, str]:
+        """Run a trajectory; (succeeded, status text)."""
         if self.distro == 'humble':
             status = robot.execute(group, trajectory, blocking=True)
-        else:
-            status = robot.execute(trajectory, controllers=list(controllers))
-        # Humble returns None (blocking), Jazzy an ExecutionStatus (or a bool in some builds).
-        if status is None or isinstance(status, bool):
-            return status is not False
-        if hasattr(status, 'status'):
-            return str(status.status).upper().endswith('SUCCEEDED')
-        return bool(status)
+            return status is not False, 'executed' if status is not False else 'failed'
+        # Jazzy: an ExecutionStatus, truthy on success, .status e.g. 'SUCCEEDED' / 'ABORTED'.
+        status = robot.execute(trajectory, controllers=list(controllers))
+        text = str(getattr(status, 'status', status))
+        return bool(status), text
 
 
 def load_moveit_api() -> MoveItApi:
@@ -85,6 +100,8 @@ def load_moveit_api() -> MoveItApi:
     except ImportError as exc:
         raise ExecutionError(f'the moveit backend needs moveit_py, moveit_msgs, control_msgs '
                              f'and tf2_ros (a ROS 2 install with MoveIt 2): {exc}') from exc
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
     try:
         from control_msgs.action import ParallelGripperCommand
     except ImportError:  # older control_msgs (Humble) lack it
@@ -95,10 +112,16 @@ def load_moveit_api() -> MoveItApi:
         buffer._zerograsp_listener = tf2_ros.TransformListener(buffer, node)
         return buffer
 
+    def subscribe_joint_states(node, topic, callback, callback_group):
+        # Sensor-data QoS (best effort) also matches a reliable publisher.
+        return node.create_subscription(JointState, topic, callback, qos_profile_sensor_data,
+                                        callback_group=callback_group)
+
     return MoveItApi(MoveItPy, PlanRequestParameters, RobotState, CollisionObject,
                      AttachedCollisionObject, SolidPrimitive, Mesh, MeshTriangle, Point, Pose,
                      PoseStamped, GripperCommand, ParallelGripperCommand, ActionClient,
-                     make_tf_buffer, os.environ.get('ROS_DISTRO', 'jazzy').lower())
+                     make_tf_buffer, subscribe_joint_states,
+                     os.environ.get('ROS_DISTRO', 'jazzy').lower())
 
 
 def matrix_to_pose(api: MoveItApi, T: np.ndarray):
@@ -140,15 +163,16 @@ class MoveItBackend(ExecutionBackend):
         self.preset = robot
         self.planning_frame = robot.base_frame
         self.tf_timeout = float(tf_timeout)
-        kwargs = {'launch_params_filepaths': [moveit_params_file]} if moveit_params_file else {}
         try:
-            self.robot = self.api.MoveItPy(node_name=moveit_node_name, **kwargs)
+            self.robot = self.api.make_moveit_py(moveit_node_name, moveit_params_file)
             self.arm = self.robot.get_planning_component(robot.planning_group)
         except Exception as exc:  # MoveItPy raises RuntimeError for a missing configuration
             raise ExecutionError(
                 f'MoveItPy could not start for group {robot.planning_group!r}: {exc}. It needs '
-                'the robot description and the moveit_cpp parameters (config/moveit_cpp.yaml; '
-                'pass moveit_config.to_dict() to this node, or set moveit_params_file)') from exc
+                'the cell\'s robot_description(_semantic) and the moveit_cpp parameters: start '
+                'it with launch/pick_scene.launch.py use_sim:=false (it passes '
+                'MoveItConfigsBuilder(...).to_dict(), config/moveit_cpp.yaml included), or '
+                'set moveit_params_file') from exc
         self.scene_monitor = self.robot.get_planning_scene_monitor()
         self.tf_buffer = self.api.make_tf_buffer(node)
         grip = robot.gripper
@@ -161,7 +185,12 @@ class MoveItBackend(ExecutionBackend):
         self._action_type = action_type
         self.gripper_client = self.api.ActionClient(node, action_type, grip.action_name,
                                                     callback_group=callback_group)
+        self.knuckle = KnuckleMonitor(grip.joint_name, grip.settle_time, grip.settle_tolerance,
+                                      grip.motion_start_wait)
+        self._joint_states = self.api.subscribe_joint_states(
+            node, grip.joint_states_topic, self.knuckle.on_joint_state, callback_group)
         self.scene_objects: list[str] = []
+        self.attached: list[str] = []   # attached to the TCP in the planning scene
         self._dry_run_start = None   # RobotState the next dry-run plan starts from
 
     # ----------------------------------------------------------------- frames
@@ -239,33 +268,55 @@ class MoveItBackend(ExecutionBackend):
         aco.touch_links = list(self.preset.touch_links)
         try:
             with self.scene_monitor.read_write() as scene:
-                scene.process_attached_collision_object(aco)
+                if not scene.process_attached_collision_object(aco):
+                    raise ExecutionError(f'the planning scene refused to attach {object_name} '
+                                         f'to {aco.link_name} (unknown object or link?)')
                 if self.TABLE_NAME in self.scene_objects:  # it rests on the table when lifted
                     acm = scene.allowed_collision_matrix
                     acm.set_entry(object_name, self.TABLE_NAME, True)
                     _store_acm(scene, acm)
                 scene.current_state.update()
+        except ExecutionError:
+            raise
         except Exception as exc:
             raise ExecutionError(f'attaching {object_name} failed: {exc}') from exc
+        self.attached.append(object_name)
 
     def detach(self, object_name: str) -> None:
+        """Detach `object_name` ('' = everything attached to the TCP) and drop its world copy."""
         aco = self.api.AttachedCollisionObject()
         aco.link_name = self.preset.tcp_link
         aco.object = self._collision_object(object_name, self.api.CollisionObject.REMOVE)
+        names = [object_name] if object_name else list(self.attached)
         try:
             with self.scene_monitor.read_write() as scene:
-                scene.process_attached_collision_object(aco)
-                # Its mesh pose is stale once placed: drop it from the world too.
-                scene.apply_collision_object(
-                    self._collision_object(object_name, self.api.CollisionObject.REMOVE))
+                if not scene.process_attached_collision_object(aco):
+                    raise ExecutionError(f'the planning scene refused to detach '
+                                         f'{object_name or "all objects"} from {aco.link_name}')
+                # Its mesh pose is stale once released: drop it from the world too.
+                for name in names:
+                    scene.apply_collision_object(
+                        self._collision_object(name, self.api.CollisionObject.REMOVE))
                 scene.current_state.update()
+        except ExecutionError:
+            raise
         except Exception as exc:
-            raise ExecutionError(f'detaching {object_name} failed: {exc}') from exc
-        self.scene_objects = [n for n in self.scene_objects if n != object_name]
+            raise ExecutionError(f'detaching {object_name or "all objects"} failed: {exc}') \
+                from exc
+        self.attached = [n for n in self.attached if n not in names]
+        self.scene_objects = [n for n in self.scene_objects if n not in names]
 
     # ----------------------------------------------------------------- motion
     def begin_pick(self) -> None:
+        """Forget the dry-run start; detach what an earlier pick left attached.
+
+        With `place: false` (or a pick that failed after the grasp) the object stays
+        attached to the TCP after the pick; the next pick opens the gripper before it
+        approaches, so the object must not ride along in the planning scene.
+        """
         self._dry_run_start = None
+        if self.attached:
+            self.detach('')
 
     def plan_parameters(self, straight_line: bool):
         spec = self.preset.linear_motion if straight_line else self.preset.free_motion
@@ -290,9 +341,15 @@ class MoveItBackend(ExecutionBackend):
             self.arm.set_start_state(robot_state=self._dry_run_start)
         else:
             self.arm.set_start_state_to_current_state()
-        self.arm.set_goal_state(pose_stamped_msg=self.goal_pose(T),
-                                pose_link=self.preset.tcp_link)
         kind = 'straight-line' if straight_line else 'free'
+        try:
+            goal_set = self.arm.set_goal_state(pose_stamped_msg=self.goal_pose(T),
+                                               pose_link=self.preset.tcp_link)
+        except Exception as exc:  # pybind raises for malformed arguments
+            return MotionResult(False, False, f'{kind} goal rejected: {exc}')
+        if not goal_set:
+            return MotionResult(False, False, f'MoveIt rejected the {kind} goal for '
+                                f'{self.preset.tcp_link!r} (a link of the robot model?)')
         try:
             plan = self.arm.plan(single_plan_parameters=self.plan_parameters(straight_line))
         except Exception as exc:
@@ -304,12 +361,12 @@ class MoveItBackend(ExecutionBackend):
             return MotionResult(True, True, f'{kind} motion planned', T)
         self._dry_run_start = None
         try:
-            ok = self.api.execute(self.robot, self.preset.planning_group, plan.trajectory,
-                                  self.preset.controllers)
+            ok, status = self.api.execute(self.robot, self.preset.planning_group,
+                                          plan.trajectory, self.preset.controllers)
         except Exception as exc:
             return MotionResult(False, True, f'{kind} execution raised: {exc}')
-        return MotionResult(ok, True, f'{kind} motion ' + ('executed' if ok else
-                                                         'failed in the controller'), T)
+        return MotionResult(ok, True, f'{kind} motion ' + (
+            'executed' if ok else f'failed in the controller ({status})'), T)
 
     def _last_state(self, trajectory, T: np.ndarray):
         try:  # moveit_py RobotTrajectory is indexable in recent releases
@@ -336,10 +393,15 @@ class MoveItBackend(ExecutionBackend):
         return goal
 
     def gripper(self, width: float, max_effort: float) -> GripperResult:
+        """Send the goal, then judge it on the knuckle joint once it has settled."""
         grip = self.preset.gripper
+        closing = width < 0
+        target = grip.knuckle_closed if closing else grip.width_to_knuckle(width)
         if not self.gripper_client.wait_for_server(timeout_sec=min(grip.action_timeout, 5.0)):
             return GripperResult(False, float('nan'), None,
                                  f'gripper action {grip.action_name} is not available')
+        last = self.knuckle.latest()
+        sent = self.knuckle.clock()
         try:
             goal = self.gripper_goal(width, max_effort)
             handle = wait_for_future(self.gripper_client.send_goal_async(goal),
@@ -351,19 +413,30 @@ class MoveItBackend(ExecutionBackend):
         except ExecutionError as exc:
             return GripperResult(False, float('nan'), None, str(exc))
         res = response.result
-        position = res.position if hasattr(res, 'position') else \
-            (list(res.state.position) or [float('nan')])[0]
-        measured = grip.knuckle_to_width(position) if np.isfinite(position) else float('nan')
-        # A controller that stalls on an object may abort the goal: that is a grasp, not an error.
-        ok = response.status == STATUS_SUCCEEDED or (response.status == STATUS_ABORTED
-                                                     and bool(res.stalled))
-        held = None
-        if width < 0:  # closing: held when stopped by something before fully closing
-            held = bool(res.stalled) and not bool(res.reached_goal)
-        return GripperResult(ok, measured, held,
-                             f'status {response.status}, stalled {bool(res.stalled)}, '
-                             f'reached_goal {bool(res.reached_goal)}')
+        report = (f'status {response.status}, stalled {bool(res.stalled)}, '
+                  f'reached_goal {bool(res.reached_goal)}')
+        # allow_stalling false: a stall aborts the goal, which is still a finished move.
+        if not (response.status == STATUS_SUCCEEDED
+                or (response.status == STATUS_ABORTED and bool(res.stalled))):
+            return GripperResult(False, float('nan'), None, f'gripper goal failed ({report})')
+        try:
+            position = self.knuckle.wait_settled(sent, last[1] if last else None, target,
+                                                 grip.settle_timeout)
+        except ExecutionError as exc:
+            return GripperResult(False, float('nan'), None, f'{exc} ({report})')
+        width_now = grip.knuckle_to_width(position)
+        report = f'knuckle settled at {position:.3f} rad (commanded {target:.3f}); {report}'
+        if closing:
+            # The width check: stopped short of fully closed = something between the pads.
+            held = grip.knuckle_closed - position > grip.position_tolerance
+            return GripperResult(True, width_now, held, report)
+        if abs(position - target) > grip.position_tolerance:
+            return GripperResult(False, width_now, None, 'gripper did not reach the commanded '
+                                 f'opening {width:.3f} m (blocked?): {report}')
+        return GripperResult(True, width_now, None, report)
 
     def close(self) -> None:
         self.gripper_client.destroy()
+        if self.node is not None and self._joint_states is not None:
+            self.node.destroy_subscription(self._joint_states)
 

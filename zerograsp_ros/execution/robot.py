@@ -3,7 +3,9 @@
 A preset names everything that differs between arms: planning group, base
 frame, flange and TCP links, the flange -> TCP offset of the 2F-85 on its
 adapter, velocity/acceleration scaling, the workspace box the TCP must stay in,
-the gripper action (type and name) and the launch includes for the bring-up.
+the gripper action (type and name, and how its knuckle joint is watched on
+/joint_states) and, in section `cell`, the real cell's description and
+controller files (read by zerograsp_ros.execution.cell).
 """
 from __future__ import annotations
 
@@ -41,7 +43,10 @@ def available_robot_presets() -> list[str]:
 @dataclass(frozen=True)
 class GripperPreset:
     model: str = 'robotiq_2f85'
-    action_type: str = 'GripperCommand'
+    # control_msgs/action/ParallelGripperCommand: what the Jazzy controller
+    # (parallel_gripper_action_controller) serves; GripperCommand for the Humble-era
+    # position_controllers/GripperActionController.
+    action_type: str = 'ParallelGripperCommand'
     action_name: str = '/robotiq_gripper_controller/gripper_cmd'
     joint_name: str = 'robotiq_85_left_knuckle_joint'
     stroke: float = 0.085
@@ -52,6 +57,18 @@ class GripperPreset:
     # Distance from the fingertip ends back to the TCP link along the approach:
     # 0 when the TCP link sits midway between the fingertips (our xacro's).
     tcp_behind_fingertips: float = 0.0
+    # The controller reports "stalled, succeeded" long before the fingers stop (the
+    # driver never sets the velocity), so open/close are judged on /joint_states: the
+    # knuckle must have stayed within settle_tolerance [rad] for settle_time [s] (and
+    # have moved, or motion_start_wait [s] passed without motion) within settle_timeout.
+    joint_states_topic: str = '/joint_states'
+    settle_time: float = 0.2
+    settle_tolerance: float = 0.004
+    motion_start_wait: float = 1.0
+    settle_timeout: float = 5.0
+    # Settled this close to the commanded knuckle angle = reached it [rad]; a close
+    # that stops further than this from knuckle_closed stopped on an object.
+    position_tolerance: float = 0.03
 
     def width_to_knuckle(self, width: float) -> float:
         """Knuckle angle [rad] for an opening [m].
@@ -92,7 +109,7 @@ class RobotPreset:
     controllers: tuple[str, ...] = ()
     touch_links: tuple[str, ...] = ()
     gripper: GripperPreset = field(default_factory=GripperPreset)
-    bringup: dict = field(default_factory=dict)
+    cell: dict = field(default_factory=dict)   # the real cell (zerograsp_ros.execution.cell)
 
     @property
     def grasp_to_tcp(self) -> np.ndarray:
@@ -121,6 +138,13 @@ class RobotPreset:
         if not 0.0 < self.gripper.stroke <= 0.2:
             raise InputError(f'robot preset {self.name!r}: gripper stroke '
                              f'{self.gripper.stroke} m is implausible')
+        g = self.gripper
+        if not 0.0 < g.settle_time < g.settle_timeout or g.settle_tolerance <= 0 \
+                or g.position_tolerance <= 0 or g.motion_start_wait < 0:
+            raise InputError(f'robot preset {self.name!r}: gripper settle_time ({g.settle_time}) '
+                             f'must be in (0, settle_timeout = {g.settle_timeout}), '
+                             'settle_tolerance and position_tolerance > 0, '
+                             'motion_start_wait >= 0')
         return self
 
 
@@ -136,7 +160,8 @@ def robot_preset_from_dict(data: dict, name: str = 'custom') -> RobotPreset:
     try:
         arm, grip = data['arm'], data.get('gripper', {})
         name = data.get('name', name)
-        gripper = GripperPreset(**{k: (float(v) if isinstance(v, (int, float)) else v)
+        gripper = GripperPreset(**{k: (float(v) if isinstance(v, (int, float))
+                                       and not isinstance(v, bool) else v)
                                    for k, v in grip.items()})
         preset = RobotPreset(
             name=name,
@@ -161,7 +186,7 @@ def robot_preset_from_dict(data: dict, name: str = 'custom') -> RobotPreset:
             controllers=tuple(arm.get('controllers', []) or []),
             touch_links=tuple(arm.get('touch_links', []) or []),
             gripper=gripper,
-            bringup=dict(data.get('bringup', {}) or {}),
+            cell=dict(data.get('cell', {}) or {}),
         )
     except KeyError as exc:
         raise InputError(f'robot preset {name!r} lacks the key {exc}') from exc

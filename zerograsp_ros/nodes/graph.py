@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from zerograsp_ros.errors import InputError
 
 PACKAGE = 'zerograsp_ros'
@@ -128,24 +126,6 @@ def robot_preset_path(robot: str) -> Path:
     if not path.is_file():
         raise InputError(f"no robot preset '{robot}' ({path} does not exist)")
     return path
-
-
-def robot_bringup_includes(robot: str, robot_ip: str = '') -> list[dict]:
-    """The arm and gripper launch includes of a robot preset (section bringup.includes).
-
-    Each: {'package', 'launch', 'arguments'}; '$(robot_ip)' in an argument is replaced.
-    """
-    preset = yaml.safe_load(robot_preset_path(robot).read_text()) or {}
-    includes = (preset.get('bringup') or {}).get('includes') or []
-    out = []
-    for inc in includes:
-        if 'package' not in inc or 'launch' not in inc:
-            raise InputError(f'robot preset {robot}: bringup include {inc} needs package and '
-                             'launch')
-        args = {str(k): str(v).replace('$(robot_ip)', robot_ip)
-                for k, v in (inc.get('arguments') or {}).items()}
-        out.append({'package': inc['package'], 'launch': inc['launch'], 'arguments': args})
-    return out
 
 
 def realsense_include(camera_serial: str = '') -> dict:
