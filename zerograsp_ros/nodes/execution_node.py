@@ -65,11 +65,11 @@ PARAMETERS = {
     'sim_cell_config': "sim cell YAML with T_base_camera ('' = config/sim_cell.yaml)",
     'sim_service_prefix': 'namespace of the sim cell services',
     'service_timeout': 'seconds per sim-cell / gripper call',
-    'moveit_node_name': "MoveItPy's node name (moveit backend; give it the moveit_cpp "
-                        'parameters, config/moveit_cpp.yaml)',
-    'moveit_params_file': "moveit backend: a ROS parameter file with the robot description "
-                          "and moveit_cpp parameters for MoveItPy ('' = this process's "
-                          'parameters, e.g. moveit_config.to_dict() from a launch file)',
+    'moveit_node_name': "MoveItPy's node name (moveit backend)",
+    'moveit_params_file': "moveit backend: a ROS parameter file with the cell's robot "
+                          "description, SRDF and moveit_cpp parameters for MoveItPy ('' = "
+                          "this process's --params-file arguments: pick_scene.launch.py "
+                          'use_sim:=false passes MoveItConfigsBuilder(...).to_dict())',
 }
 
 
