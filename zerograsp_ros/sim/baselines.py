@@ -288,7 +288,8 @@ def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | 
     that approach against the outward normal and within `approach_cone_deg` of straight
     down, the label in-plane angles and depths. `data.labels.judge_grasps` (collisions
     with every object and the table, antipodal force closure) keeps those that hold one
-    object; score = the label quality (lowest force-closure mu), deeper first on ties.
+    object; score = the label quality (lowest force-closure mu); ties go to deeper,
+    then more top-down grasps.
     `points_per_scene` surface points are shared among the objects left (at least 8
     each), so the cost per plan stays about constant as the table clears.
     Returned in the camera frame, best first, at most one per (object, point).
@@ -334,8 +335,10 @@ def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | 
                               config.gripper, width_margin=config.width_margin)
         ok = judged.success_at(FRICTION_COEFFICIENTS[-1]) & (judged.object_index == j)
         quality = np.where(ok, quality_from_mu(np.where(ok, judged.mu_min, np.inf)), -1.0)
-        # deeper grasps hold better on ties: a small bonus per depth bin
-        score = quality + 1e-3 * np.arange(len(depths))[None, :] * ok
+        # on ties (many grasps reach quality 1): deeper, then closer to top-down (the
+        # judge's thin gripper model does not see the housing sweeping near neighbours)
+        down = np.clip(-R[:, 2, 0], 0.0, 1.0)[:, None]
+        score = quality + (1e-3 * np.arange(len(depths))[None, :] + 5e-3 * down) * ok
         flat = np.argmax(score, axis=1)
         best = score[np.arange(len(R)), flat]
         for p in np.unique(pose_pt):                  # the best pose per surface point
@@ -344,12 +347,12 @@ def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | 
                 continue
             k = rows[np.argmax(best[rows])]
             col = flat[k]
-            out.append((R[k], t[k], float(judged.width[k, col]), depths[col],
+            out.append((R[k], t[k], float(judged.width[k, col]), depths[col], float(best[k]),
                         float(quality_from_mu(judged.mu_min[k, col])), int(obj.object_id)))
     if not out:
         return GraspSet.empty()
-    R, t, w, d, q, oid = (np.array(v) for v in zip(*out))
-    world = GraspSet(rotations=R, translations=t, widths=w, depths=d, scores=q, qualities=q,
+    R, t, w, d, score, q, oid = (np.array(v) for v in zip(*out))
+    world = GraspSet(rotations=R, translations=t, widths=w, depths=d, scores=score, qualities=q,
                      graspness=np.ones(len(q)), object_ids=oid)
     camera = world.transformed(np.linalg.inv(T_world_camera))
     return camera.sorted_by_score().subset(slice(0, max_grasps))
