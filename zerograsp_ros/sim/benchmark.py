@@ -127,10 +127,14 @@ def node_default_segmenter():
     params = yaml.safe_load(package_file('config/perception.yaml').read_text())
     params = params['/**']['ros__parameters']
     kind = params.get('segmenter', 'tabletop')
+    tabletop = dict(params.get('tabletop', {}))
     if kind == 'tabletop':
-        return make_segmenter('tabletop', config=dict(params.get('tabletop', {})))
+        return make_segmenter('tabletop', config=tabletop)
+    # no silent fallback to another segmenter here: the row must measure the default
+    if isinstance(params.get(kind), dict):         # a section named like the segmenter
+        return make_segmenter(kind, config=dict(params[kind]), tabletop=tabletop)
     own = {k[len(kind) + 1:]: v for k, v in params.items() if k.startswith(kind + '_')}
-    return make_segmenter(kind, **own, tabletop=dict(params.get('tabletop', {})))
+    return make_segmenter(kind, **own, tabletop=tabletop)
 
 
 def make_planner(method: str, predictor=None, grasps_per_object: int = 256, cell=None,
