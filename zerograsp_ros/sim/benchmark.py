@@ -457,6 +457,8 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
         if m in ZEROGRASP_METHODS and predictor is None:
             run.skipped[m] = f'skipped: {predictor_error}'
             continue
+        if m in run.skipped:
+            continue
         tag = f'{m}/{layout}/{r}'
         bar.set_postfix_str(tag)
         if tag in done:
@@ -467,8 +469,12 @@ def run_benchmark(config: BenchmarkConfig, cell=None, partial_path: str | Path |
             continue
         else:
             if m not in planners:
-                planners[m] = make_planner(m, predictor, config.grasps_per_object, cell=cell,
-                                           segmenter=segmenter)
+                try:
+                    planners[m] = make_planner(m, predictor, config.grasps_per_object,
+                                               cell=cell, segmenter=segmenter)
+                except CheckpointError as exc:     # e.g. the default segmenter's weights
+                    run.skipped[m] = f'skipped: {exc}'
+                    continue
             scene_seed = config.seed * 1000 + r
             rng = np.random.default_rng([config.seed, r, METHODS.index(m)])
             result = run_round(cell, planners[m], scene_seed, layout, config.num_objects,
