@@ -36,14 +36,11 @@ def generate_launch_description():
         raise ImportError('perception.launch.py needs the ROS 2 `launch` and `launch_ros` '
                           'packages; without them run the same graph with '
                           '`ros2 run zerograsp_ros bringup --perception-only`') from exc
-    from zerograsp_ros.nodes.graph import node_actions, rviz_action
+    from zerograsp_ros.nodes.graph import launch_actions
 
     def setup(context):
         values = {k: context.launch_configurations[k] for k in ARGUMENTS}
-        actions = node_actions(node_specs(values))
-        if values['rviz'].lower() == 'true':
-            actions.append(rviz_action())
-        return actions
+        return launch_actions(node_specs(values), rviz=values['rviz'].lower() == 'true')
 
     return LaunchDescription(
         [DeclareLaunchArgument(k, default_value=v, description=d)

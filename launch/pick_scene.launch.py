@@ -63,7 +63,7 @@ def generate_launch_description():
         raise ImportError('pick_scene.launch.py needs the ROS 2 `launch` and `launch_ros` '
                           'packages; without them run the same graph with '
                           '`ros2 run zerograsp_ros bringup`') from exc
-    from zerograsp_ros.nodes.graph import include_actions, node_actions, rviz_action
+    from zerograsp_ros.nodes.graph import launch_actions
 
     def setup(context):
         values = {k: context.launch_configurations[k] for k in ARGUMENTS}
@@ -73,10 +73,8 @@ def generate_launch_description():
 
             cell, specs = real_cell_launch(values['robot'], values['robot_ip'],
                                            _flag(values['use_fake_hardware']), specs)
-        actions = include_actions(includes(values)) + cell + node_actions(specs)
-        if _flag(values['rviz']):
-            actions.append(rviz_action())
-        return actions
+        return launch_actions(specs, includes(values), rviz=_flag(values['rviz']),
+                              cell_actions=cell)
 
     return LaunchDescription(
         [DeclareLaunchArgument(k, default_value=v, description=d)

@@ -28,7 +28,10 @@ def main(argv):
     grasp = GraspNode(cli_args=ns, parameter_overrides=[
         Parameter('checkpoint', value=checkpoint), Parameter('device', value='cpu'),
         Parameter('max_frame_age', value=1.5), Parameter('refine_service_wait', value=1.0),
-        Parameter('refine_timeout', value=20.0), Parameter('max_grasps_per_object', value=16)])
+        Parameter('refine_timeout', value=20.0), Parameter('max_grasps_per_object', value=16),
+        # crowded 2-core test machine: the 8-client test queues everyone, none refused
+        Parameter('limits.deadline', value=110.0),
+        Parameter('limits.max_queue_wait', value=110.0)])
     execution = ExecutionNode('execution_node', cli_args=ns, parameter_overrides=[
         Parameter('backend', value='sim'), Parameter('service_timeout', value=1.0),
         Parameter('predict_service', value=f'{namespace}/predict_grasps'),

@@ -91,7 +91,10 @@ class MultiObjectEncoder(nn.Module):
         self.norm = nn.LayerNorm(w)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, scene_id: torch.Tensor):
-        allowed = scene_id.view(-1, 1) == scene_id.view(1, -1)
+        # One scene (every inference request): no mask, so attention runs in O(T) memory;
+        # a (T, T) mask of a request with many objects once asked for 114 GB.
+        single = scene_id.numel() == 0 or bool((scene_id == scene_id[0]).all())
+        allowed = None if single else scene_id.view(-1, 1) == scene_id.view(1, -1)
         for blk in self.blocks:
             x = blk(x, pos, allowed)
         return self.norm(x)

@@ -6,19 +6,28 @@ remappings as launch/pick_scene.launch.py and launch/perception.launch.py:
   bringup                                   # pick scene, simulated cell (use_sim)
   bringup --perception-only --camera-source replay --replay-dir samples/tabletop
   bringup --no-sim --robot fr3              # robot PC without `launch`
+
+The graph runs in a child process that this one respawns when it dies (a crash, the
+OOM killer), as the launch files respawn their nodes; a node that cannot start
+(bad parameter, missing checkpoint) stops bringup instead (`--no-respawn`: no child).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 
 from zerograsp_ros.errors import CheckpointError, InputError
 from zerograsp_ros.nodes.graph import (
     CAMERA_SOURCES,
+    RESPAWN_DELAY_S,
     ROBOTS,
+    STARTUP_ERROR_EXIT,
     NodeSpec,
     perception_nodes,
     pick_scene_nodes,
@@ -50,8 +59,10 @@ def spin(nodes, threads: int | None = None) -> int:
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 
-    # Inference waits for /refine_grasps in another group: several threads are needed.
-    executor = MultiThreadedExecutor(num_threads=threads or max(4, 2 * len(nodes)))
+    # Inference waits for /refine_grasps in another group: several threads are needed;
+    # a node that lets requests queue says how many it needs (executor_threads).
+    wanted = sum(getattr(node, 'executor_threads', 2) for node in nodes)
+    executor = MultiThreadedExecutor(num_threads=threads or max(4, wanted))
     for node in nodes:
         executor.add_node(node)
     # rclpy's own SIGTERM handling is lost once torch is loaded (measured: the node kept
@@ -103,7 +114,7 @@ def run_single_node(cls, args=None) -> int:
     except STARTUP_ERRORS as exc:
         print(f'[{cls.__name__}] cannot start: {exc}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
-        return 1
+        return STARTUP_ERROR_EXIT  # the launch files stop instead of respawning
     return spin([node])
 
 
@@ -142,6 +153,8 @@ def parse_args(argv):
     p.add_argument('--no-visualization', action='store_true')
     p.add_argument('--threads', type=int, default=0, help='executor threads (0 = automatic)')
     p.add_argument('--list', action='store_true', help='print the node graph and exit')
+    p.add_argument('--no-respawn', action='store_true',
+                   help='run the graph in this process; do not restart it when it dies')
     return p.parse_args(argv)
 
 
@@ -161,6 +174,8 @@ def main(args=None):
         for s in specs:
             print(s.executable, s.name, ' '.join(s.ros_args()), s.parameters)
         return 0
+    if not opts.no_respawn and not os.environ.get(_CHILD_ENV):
+        return supervise(argv[1:])
     init_ros(argv)
     nodes = []
     try:
@@ -172,9 +187,71 @@ def main(args=None):
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
-        return 1
-    print(f"[bringup] running {', '.join(n.get_name() for n in nodes)}", flush=True)
+        return STARTUP_ERROR_EXIT
+    print(f"[bringup] running {', '.join(n.get_name() for n in nodes)} (pid {os.getpid()})",
+          flush=True)
     return spin(nodes, opts.threads or None)
+
+
+_CHILD_ENV = 'ZEROGRASP_BRINGUP_CHILD'
+
+
+def _child_preexec():
+    """In the child: own process group, SIGTERM when the supervisor dies.
+
+    Signals come from the supervisor only, and no graph outlives it.
+    """
+    os.setpgid(0, 0)
+    try:
+        import ctypes
+
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def supervise(argv: list[str]) -> int:
+    """Run the graph in a child process; respawn it when it dies, stop when asked.
+
+    Exit 0 after Ctrl-C/SIGTERM; 1 when a node cannot start (no respawn: the same
+    configuration would fail again). A graph that dies again within a minute waits
+    longer before the next start (2 s doubling up to 30 s).
+    """
+    stopping = threading.Event()
+    child = None
+
+    def forward(signum, frame):
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    env = dict(os.environ, **{_CHILD_ENV: '1'})
+    delay, restarts = RESPAWN_DELAY_S, 0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, '-m', 'zerograsp_ros.nodes.bringup', *argv],
+                                 env=env, preexec_fn=_child_preexec)
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:  # pragma: no cover - handled by forward()
+                continue
+        if stopping.is_set() or code == 0:
+            return 0
+        if code == STARTUP_ERROR_EXIT:
+            print('[bringup] a node cannot start (message above); not respawning',
+                  file=sys.stderr, flush=True)
+            return 1
+        how = f'signal {signal.Signals(-code).name}' if code < 0 else f'exit code {code}'
+        delay = RESPAWN_DELAY_S if time.monotonic() - started > 60 else min(2 * delay, 30.0)
+        restarts += 1
+        print(f'[bringup] the node graph died ({how}); respawn {restarts} in {delay:.0f} s',
+              file=sys.stderr, flush=True)
+        if stopping.wait(delay):
+            return 0
 
 
 if __name__ == '__main__':

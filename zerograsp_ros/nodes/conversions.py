@@ -46,6 +46,8 @@ _POINTFIELD_DTYPES = {
     PointField.FLOAT32: np.float32, PointField.FLOAT64: np.float64,
 }
 SURFACE_FIELDS = ('x', 'y', 'z', 'normal_x', 'normal_y', 'normal_z')
+# Where answers are when a request's header has no frame_id (the model works in it).
+DEFAULT_CAMERA_FRAME = 'camera_color_optical_frame'
 
 
 # --------------------------------------------------------------------------- time / header
@@ -119,7 +121,42 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
     k = np.asarray(msg.k, dtype=np.float64)
     if k.size != 9 or not np.any(k):
         raise InputError('camera info has no intrinsics (K is all zero)')
-    return CameraIntrinsics.from_matrix(k, int(msg.width), int(msg.height))
+    intr = CameraIntrinsics.from_matrix(k, int(msg.width), int(msg.height))
+    check_camera_matrix(k.reshape(3, 3), intr)
+    return intr
+
+
+# A pinhole K the model can use: [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with a field of view
+# below this on both axes and a skew no real calibration has (the model ignores skew).
+MAX_FIELD_OF_VIEW_DEG = 170.0
+MAX_SKEW_RATIO = 0.01   # |s| / fx
+
+
+def check_camera_matrix(K: np.ndarray, intr: CameraIntrinsics) -> None:
+    """Refuse a K that is not a plausible pinhole matrix, naming what is wrong.
+
+    (A focal length of 1e-12 px used to reach Open3D as a 'voxel_size is too small'
+    internal error; K[2][2] = 0 or a large skew were used silently.)
+    """
+    if not np.isfinite(K).all():
+        raise InputError(f'camera matrix K contains NaN/inf: {K.tolist()}')
+    if abs(K[2, 2] - 1.0) > 1e-6 or abs(K[2, 0]) > 1e-9 or abs(K[2, 1]) > 1e-9:
+        raise InputError(f'camera matrix K must have a last row [0, 0, 1], got {K[2].tolist()}')
+    if abs(K[1, 0]) > 1e-9:
+        raise InputError(f'camera matrix K[1][0] must be 0, got {K[1, 0]}')
+    if abs(K[0, 1]) > MAX_SKEW_RATIO * intr.fx:
+        raise InputError(f'camera matrix skew K[0][1] = {K[0, 1]:g} is implausible (more than '
+                         f'{MAX_SKEW_RATIO:g} x fx = {MAX_SKEW_RATIO * intr.fx:g}; the model '
+                         'assumes no skew)')
+    half = np.tan(np.radians(MAX_FIELD_OF_VIEW_DEG / 2))
+    for name, f, size in (('fx', intr.fx, intr.width), ('fy', intr.fy, intr.height)):
+        if f < 0.5 * size / half:
+            raise InputError(f'camera focal length {name} = {f:g} px is implausibly small for '
+                             f'a {size} px image (field of view over '
+                             f'{MAX_FIELD_OF_VIEW_DEG:g} deg); is CameraInfo.k in pixels?')
+    if not (0 <= intr.cx <= intr.width and 0 <= intr.cy <= intr.height):
+        raise InputError(f'camera principal point ({intr.cx:g}, {intr.cy:g}) lies outside the '
+                         f'{intr.width}x{intr.height} image')
 
 
 def intrinsics_to_camera_info(intr: CameraIntrinsics, header: Header | None = None) -> CameraInfo:
@@ -159,10 +196,19 @@ def rgbd_msg_to_frame(msg: RGBDFrameMsg, min_valid_fraction: float = 0.0) -> RGB
     depth = decode_depth(depth_raw, msg.depth.encoding)
     intr = camera_info_to_intrinsics(msg.camera_info)
     frame = RGBDFrame(rgb=rgb, depth=depth, intrinsics=intr,
-                      frame_id=msg.header.frame_id or 'camera_color_optical_frame',
+                      frame_id=msg.header.frame_id or DEFAULT_CAMERA_FRAME,
                       stamp=stamp_to_seconds(msg.header.stamp))
     validate_frame(frame, min_valid_fraction)
     return frame
+
+
+def response_header(header: Header, default_frame: str = DEFAULT_CAMERA_FRAME) -> Header:
+    """The header of an answer about a frame: its frame id, or the camera frame when empty.
+
+    A pose always carries a frame: a request whose frame has no frame_id is answered
+    in the camera's optical frame (where the model's poses are).
+    """
+    return Header(stamp=header.stamp, frame_id=header.frame_id or default_frame)
 
 
 def frame_to_rgbd_msg(frame: RGBDFrame, stamp: Time | float | None = None) -> RGBDFrameMsg:

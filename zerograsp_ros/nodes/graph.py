@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+import tempfile
+
+import yaml
 
 from zerograsp_ros.errors import InputError
 
@@ -49,6 +52,21 @@ class NodeSpec:
         from rclpy.parameter import Parameter
 
         return [Parameter(key, value=value) for key, value in self.parameters.items()]
+
+    def override_params_file(self) -> str | None:
+        """The parameter values as a YAML file keyed by this node's name (for launch_ros).
+
+        launch_ros writes a `parameters=[{...}]` dict under the wildcard `/**`, and rcl lets
+        a node-named section beat a wildcard whatever the file order, so the node sections
+        of config/perception.yaml silently won over every launch argument. Keyed by the
+        node name like those sections and passed after them, these values win.
+        """
+        if not self.parameters:
+            return None
+        with tempfile.NamedTemporaryFile('w', prefix=f'zerograsp_{self.name}_',
+                                         suffix='.yaml', delete=False) as f:
+            yaml.safe_dump({self.name: {'ros__parameters': dict(self.parameters)}}, f)
+        return f.name
 
 
 def package_path(*parts: str) -> Path:
@@ -141,14 +159,81 @@ def realsense_include(camera_serial: str = '') -> dict:
 # ----------------------------------------------------------------------------- launch side
 # Used by launch/*.launch.py only; `launch`/`launch_ros` are imported here, lazily.
 
-def node_actions(specs: list[NodeSpec]) -> list:
-    """launch_ros Node actions for NodeSpecs (parameter values after the files, as bringup)."""
+# Exit status of a node that cannot start (bad parameter, missing checkpoint): the launch
+# files stop instead of respawning it; any other death (a crash, the OOM killer) respawns.
+STARTUP_ERROR_EXIT = 78  # EX_CONFIG of sysexits.h
+RESPAWN_DELAY_S = 2.0
+
+
+def node_actions(specs: list[NodeSpec], respawn: bool = True) -> list:
+    """launch_ros Node actions for NodeSpecs (parameter values after the files, as bringup).
+
+    Nodes that die are respawned after RESPAWN_DELAY_S; one that exits with
+    STARTUP_ERROR_EXIT stops the whole launch (its message names the cause).
+    """
+    from launch.actions import RegisterEventHandler, Shutdown
+    from launch.event_handlers import OnProcessExit
     from launch_ros.actions import Node
 
-    return [Node(package=PACKAGE, executable=s.executable, name=s.name, output='screen',
-                 parameters=[*s.param_files, dict(s.parameters)] if s.parameters
-                 else list(s.param_files),
-                 remappings=list(s.remappings), emulate_tty=True) for s in specs]
+    actions = []
+    for s in specs:
+        override = s.override_params_file()
+        node = Node(package=PACKAGE, executable=s.executable, name=s.name, output='screen',
+                    parameters=[*s.param_files, *([override] if override else [])],
+                    remappings=list(s.remappings), emulate_tty=True,
+                    respawn=respawn, respawn_delay=RESPAWN_DELAY_S)
+
+        def stop_on_startup_error(event, context, name=s.name):
+            if event.returncode == STARTUP_ERROR_EXIT:
+                return [Shutdown(reason=f'{name} cannot start (its message above names the '
+                                        'cause); stopping the launch')]
+            return None
+
+        actions += [node, RegisterEventHandler(OnProcessExit(target_action=node,
+                                                             on_exit=stop_on_startup_error))]
+    return actions
+
+
+def missing_packages(packages) -> list[str]:
+    """The ROS packages among `packages` that ament_index does not know."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    missing = []
+    for package in dict.fromkeys(packages):
+        try:
+            get_package_share_directory(package)
+        except PackageNotFoundError:
+            missing.append(package)
+    return missing
+
+
+def require_packages(needed: dict[str, str]) -> None:
+    """Check every package a launch needs BEFORE any node starts: one InputError for all.
+
+    needed: package -> what it is for (and how to do without it).
+    """
+    missing = missing_packages(needed)
+    if missing:
+        raise InputError('cannot launch, missing ROS package(s) (nothing was started): ' +
+                         '; '.join(f"'{p}' ({needed[p]})" for p in missing))
+
+
+def launch_actions(specs: list[NodeSpec], includes: list[dict] = (), rviz: bool = False,
+                   cell_actions: list = ()) -> list:
+    """Everything a launch file starts, after checking every package it needs.
+
+    A missing optional package (rviz2, realsense2_camera, the arm's bring-up) stops the
+    launch with one message before any process starts, so nothing is left running.
+    """
+    needed = {PACKAGE: 'this package: source the workspace it was built in'}
+    needed.update({inc['package']: f"included for its {inc['launch']}" for inc in includes})
+    if rviz:
+        needed['rviz2'] = 'rviz:=true; install ros-jazzy-rviz2 or pass rviz:=false'
+    require_packages(needed)
+    actions = include_actions(includes) + list(cell_actions) + node_actions(specs)
+    if rviz:
+        actions.append(rviz_action())
+    return actions
 
 
 def include_actions(includes: list[dict]) -> list:
@@ -157,13 +242,10 @@ def include_actions(includes: list[dict]) -> list:
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
+    require_packages({inc['package']: f"launch include {inc['launch']}" for inc in includes})
     actions = []
     for inc in includes:
-        try:
-            share = get_package_share_directory(inc['package'])
-        except Exception as exc:  # missing driver package: say which and for what
-            raise InputError(f"launch include {inc['package']}/{inc['launch']}: package "
-                             f"{inc['package']} is not installed ({exc})") from exc
+        share = get_package_share_directory(inc['package'])
         actions.append(IncludeLaunchDescription(
             PythonLaunchDescriptionSource(str(Path(share) / 'launch' / inc['launch'])),
             launch_arguments=dict(inc['arguments']).items()))

@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 
 from zerograsp_ros.errors import InputError
@@ -44,11 +44,22 @@ from zerograsp_ros.nodes.conversions import (
     masks_msg_is_empty,
     masks_msg_to_labels,
     msg_to_grasps,
+    response_header,
     rgbd_msg_to_frame,
     scene_to_msg,
     stamp_to_seconds,
 )
 from zerograsp_ros.nodes.graph import default_checkpoint
+from zerograsp_ros.nodes.request_limits import (
+    Admission,
+    Deadline,
+    check_frame_size,
+    check_label_counts,
+    check_mask_scores,
+    check_max_grasps,
+    declare_request_limits,
+    plain_message,
+)
 from zerograsp_ros.nodes.segmentation_node import declare_segmenter
 from zerograsp_ros.perception.pipeline import GraspPipeline, Stopwatch, finite_top_k
 from zerograsp_ros.srv import PredictGrasps, RefineGrasps
@@ -96,6 +107,10 @@ class GraspNode(Node):
                                      'default; 1 is fastest on small, busy machines)',
                                      lambda v: v >= 0, 'an integer >= 0')
         segmenter = declare_segmenter(self)
+        self.limits = declare_request_limits(self)
+        self.admission = Admission(self.limits.max_queued_requests, self.limits.max_queue_wait)
+        # Waiting requests hold executor threads: keep some for frames and the refine client.
+        self.executor_threads = self.limits.max_queued_requests + 4
 
         if not checkpoint:
             checkpoint = str(default_checkpoint())
@@ -128,8 +143,10 @@ class GraspNode(Node):
                                                         RECONSTRUCTION_TOPIC, LATCHED_QOS)
         self.pending_publish = None
         self.create_timer(0.05, self._publish_pending, callback_group=self.publish_group)
+        # Reentrant: cheap checks refuse bad requests at once even while the model is busy;
+        # the model itself runs one request at a time (Admission, request_limits.py).
         self.service = self.create_service(PredictGrasps, PREDICT_SERVICE, self._on_predict,
-                                           callback_group=self.inference_group)
+                                           callback_group=ReentrantCallbackGroup())
         self.last_continuous_stamp = None
         if self.continuous:
             self.create_timer(period, self._continuous_tick, callback_group=self.inference_group)
@@ -197,19 +214,42 @@ class GraspNode(Node):
 
     # ----------------------------------------------------------------- service
 
+    # ----------------------------------------------------------------- limits
+
+    def _check_request(self, request) -> None:
+        """Cheap size checks of the request itself, before it waits for the model."""
+        check_max_grasps(request.max_grasps)
+        if not frame_msg_is_empty(request.frame):
+            check_frame_size(request.frame, self.limits)
+        if not masks_msg_is_empty(request.masks):
+            check_mask_scores(request.masks)
+
+    def _check_inputs(self, frame_msg, masks_msg) -> None:
+        """The selected inputs (also the camera's latest frame) within the limits."""
+        check_frame_size(frame_msg, self.limits)
+        if masks_msg is not None:
+            check_mask_scores(masks_msg)
+
+    # ----------------------------------------------------------------- service
+
     def _on_predict(self, request, response):
         start = time.perf_counter()
         watch = Stopwatch()
+        deadline = Deadline(self.limits.deadline)
         try:
-            frame_msg, masks_msg = self._select_inputs(request)
-            self._predict(frame_msg, masks_msg, request, response, watch)
+            self._check_request(request)
+            with self.admission.slot(deadline):
+                deadline.check('selecting the inputs')
+                frame_msg, masks_msg = self._select_inputs(request)
+                self._check_inputs(frame_msg, masks_msg)
+                self._predict(frame_msg, masks_msg, request, response, watch, deadline)
         except (InputError, RefinementUnavailable) as exc:
             response.success = False
-            response.message = str(exc)
-            self.get_logger().warn(f'predict_grasps failed: {exc}')
+            response.message = plain_message(exc)
+            self.get_logger().warn(f'predict_grasps failed: {response.message}')
         except Exception as exc:  # a bug must not take the service down: report it loudly
             response.success = False
-            response.message = f'internal error: {type(exc).__name__}: {exc}'
+            response.message = plain_message(f'internal error: {type(exc).__name__}: {exc}')
             self.get_logger().error(f'predict_grasps crashed:\n{traceback.format_exc()}')
         if not response.success:  # nothing half-filled goes back with a failure
             response.grasps = GraspArray()
@@ -220,7 +260,7 @@ class GraspNode(Node):
         response.stage_seconds = [float(v) for v in watch.times.values()]
         return response
 
-    def _predict(self, frame_msg, masks_msg, request, response, watch):
+    def _predict(self, frame_msg, masks_msg, request, response, watch, deadline=None):
         if self.torch_threads:
             import torch
 
@@ -230,20 +270,29 @@ class GraspNode(Node):
             frame = rgbd_msg_to_frame(frame_msg)
             labels = masks_msg_to_labels(masks_msg, frame.shape) \
                 if masks_msg is not None else None
+            if labels is not None:
+                check_label_counts(labels, self.limits)
         k = int(request.max_grasps) or self.max_grasps
         labelled, _, warnings = self.pipeline.prepare(frame, labels, watch, need_plane=False)
+        if labels is None:
+            check_label_counts(labelled.labels, self.limits)  # what segmentation found
+        if deadline is not None:
+            deadline.check('the network')
         prediction = self.pipeline.predict(labelled, watch)
         warnings += [str(w) for w in prediction.warnings]
         grasps = prediction.grasps.subset(prediction.grasps.finite_mask())
         if len(grasps) == 0:
             raise InputError(f'the model proposed no grasp on the {len(prediction.objects)} '
                              'object(s)')
-        header = frame_msg.header
+        header = response_header(frame_msg.header)
         summary = ''
+        if request.refine and deadline is not None:
+            deadline.check('refinement')
         if request.refine:
             try:
                 with watch.stage('refinement'):
-                    refined = self._refine(grasps, prediction.objects, frame_msg, k)
+                    refined = self._refine(grasps, prediction.objects, frame_msg, k,
+                                           deadline)
                 grasps_msg = grasps_to_msg(finite_top_k(msg_to_grasps(refined.grasps), k),
                                            header)
                 counts = dict(zip(refined.rejection_reasons, refined.rejection_counts))
@@ -276,18 +325,21 @@ class GraspNode(Node):
                                         response.reconstruction if
                                         request.return_reconstruction else None)
 
-    def _refine(self, grasps, objects, frame_msg, k):
+    def _refine(self, grasps, objects, frame_msg, k, deadline=None):
         if not self.refine_client.service_is_ready() and \
                 not self.refine_client.wait_for_service(timeout_sec=self.refine_wait):
             raise RefinementUnavailable(f'refinement service /{REFINE_SERVICE} is not available '
                                         '(is refinement_node running?)')
         request = RefineGrasps.Request()
-        request.grasps = grasps_to_msg(grasps, frame_msg.header)
-        request.reconstruction = scene_to_msg(objects, frame_msg.header, include_mesh=False)
+        request.grasps = grasps_to_msg(grasps, response_header(frame_msg.header))
+        request.reconstruction = scene_to_msg(objects, response_header(frame_msg.header),
+                                              include_mesh=False)
         request.frame = frame_msg
         request.max_grasps = int(k)
         future = self.refine_client.call_async(request)
-        deadline = time.monotonic() + self.refine_timeout
+        timeout = self.refine_timeout if deadline is None else \
+            max(0.0, min(self.refine_timeout, deadline.remaining()))
+        deadline = time.monotonic() + timeout
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
         # The answer is delivered by the executor in client_group; this thread only waits.
@@ -296,7 +348,7 @@ class GraspNode(Node):
         if not future.done():
             self.refine_client.remove_pending_request(future)
             raise RefinementUnavailable(f'/{REFINE_SERVICE} did not answer within '
-                                        f'{self.refine_timeout} s')
+                                        f'{timeout:.1f} s (refine_timeout / limits.deadline)')
         result = future.result()
         if result is None:
             raise RefinementUnavailable(f'/{REFINE_SERVICE} call failed: {future.exception()}')
@@ -330,7 +382,10 @@ class GraspNode(Node):
         request.allow_unrefined = True
         response = PredictGrasps.Response()
         try:
-            self._predict(frame_msg, masks_msg, request, response, Stopwatch())
+            with self.admission.slot(Deadline(self.limits.deadline)):
+                self._check_inputs(frame_msg, masks_msg)
+                self._predict(frame_msg, masks_msg, request, response, Stopwatch(),
+                              Deadline(self.limits.deadline))
         except (InputError, RefinementUnavailable) as exc:
             self.get_logger().warn(f'continuous prediction: {exc}', throttle_duration_sec=5.0)
 

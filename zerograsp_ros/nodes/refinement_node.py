@@ -18,7 +18,15 @@ from zerograsp_ros.nodes.conversions import (
     grasps_to_msg,
     msg_to_grasps,
     msg_to_scene,
+    response_header,
     rgbd_msg_to_frame,
+)
+from zerograsp_ros.nodes.request_limits import (
+    check_frame_size,
+    check_max_grasps,
+    check_refine_request_size,
+    declare_request_limits,
+    plain_message,
 )
 from zerograsp_ros.nodes.segmentation_node import declare_segmenter
 from zerograsp_ros.perception.pipeline import refine_on_reconstruction
@@ -48,6 +56,9 @@ class RefinementNode(Node):
                                                            RefinementConfig(), 'refinement'))
         self.config.validate()
         self.segmenter = declare_segmenter(self) if self.use_table_plane else None
+        self.limits = declare_request_limits(self, ('max_image_pixels', 'max_objects',
+                                                    'max_request_grasps',
+                                                    'max_reconstruction_points'))
         if self.device == 'auto':
             import torch
 
@@ -60,11 +71,11 @@ class RefinementNode(Node):
             self._refine(request, response)
         except InputError as exc:
             response.success = False
-            response.message = str(exc)
-            self.get_logger().warn(f'refine_grasps failed: {exc}')
+            response.message = plain_message(exc)
+            self.get_logger().warn(f'refine_grasps failed: {response.message}')
         except Exception as exc:  # a bug must not take the service down: report it loudly
             response.success = False
-            response.message = f'internal error: {type(exc).__name__}: {exc}'
+            response.message = plain_message(f'internal error: {type(exc).__name__}: {exc}')
             self.get_logger().error(f'refine_grasps crashed:\n{traceback.format_exc()}')
         return response
 
@@ -73,6 +84,10 @@ class RefinementNode(Node):
             import torch
 
             torch.set_num_threads(self.torch_threads)  # per thread (OpenMP): set it here
+        check_max_grasps(request.max_grasps)  # sizes first: refused before any decoding
+        check_refine_request_size(request.grasps, request.reconstruction, self.limits)
+        if not frame_msg_is_empty(request.frame):
+            check_frame_size(request.frame, self.limits)
         grasps = msg_to_grasps(request.grasps)
         objects = msg_to_scene(request.reconstruction)
         if not objects:
@@ -97,7 +112,7 @@ class RefinementNode(Node):
         out = refine_on_reconstruction(grasps, objects, self.gripper, self.config, frame=frame,
                                        table_plane=plane, max_grasps=k, device=self.device)
         response.success = True
-        response.grasps = grasps_to_msg(out.grasps, request.grasps.header)
+        response.grasps = grasps_to_msg(out.grasps, response_header(request.grasps.header))
         response.rejection_reasons = list(out.rejection_counts)
         response.rejection_counts = [int(v) for v in out.rejection_counts.values()]
         for warning in out.warnings:
