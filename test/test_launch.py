@@ -257,3 +257,68 @@ def test_installed_node_executable_stops_on_sigterm(ros_domain):
             proc.kill()
             proc.wait()
             pytest.fail('refinement_node ignored SIGTERM for 20 s')
+
+
+@pytest.mark.ros
+def test_bringup_respawns_the_graph_after_it_is_killed(ros_domain, tmp_path):
+    """A killed graph is respawned and /predict_grasps answers again by itself.
+
+    Issue 16: the OOM killer took grasp_node for good.
+    """
+    import signal
+    import time
+
+    import rclpy
+
+    from zerograsp_ros.srv import PredictGrasps
+
+    log_path = tmp_path / 'bringup.log'
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--perception-only',
+             '--camera-source', 'replay', '--replay-dir', str(REPO / 'samples' / 'tabletop'),
+             '--device', 'cpu', '--no-visualization'], stdout=log, stderr=subprocess.STDOUT,
+            cwd=str(REPO), env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+    def running_pids(timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = [int(line.rsplit('(pid ', 1)[1].rstrip(')'))
+                    for line in log_path.read_text().splitlines() if '[bringup] running' in line]
+            if pids:
+                yield pids
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        pytest.fail(f'timeout:\n{log_path.read_text()[-3000:]}')
+
+    rclpy.init()
+    try:
+        first = next(running_pids(240))[-1]
+        os.kill(first, signal.SIGKILL)                      # what the OOM killer does
+        second = next(p for p in running_pids(240) if len(p) == 2)[-1]
+        assert second != first and 'the node graph died (signal SIGKILL)' in \
+            log_path.read_text()
+        node = rclpy.create_node('respawn_probe')
+        client = node.create_client(PredictGrasps, '/predict_grasps')
+        assert client.wait_for_service(timeout_sec=120.0)
+        deadline = time.monotonic() + 180
+        while True:
+            future = client.call_async(PredictGrasps.Request(refine=False))
+            rclpy.spin_until_future_complete(node, future, timeout_sec=120.0)
+            response = future.result()
+            if response.success or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        assert response.success, response.message
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    for pid in (first, second):                             # nothing left behind
+        assert not Path(f'/proc/{pid}').exists() or \
+            'zombie' in Path(f'/proc/{pid}/status').read_text()
