@@ -322,3 +322,160 @@ def test_bringup_respawns_the_graph_after_it_is_killed(ros_domain, tmp_path):
     for pid in (first, second):                             # nothing left behind
         assert not Path(f'/proc/{pid}').exists() or \
             'zombie' in Path(f'/proc/{pid}/status').read_text()
+
+
+# --------------------------------------------------------------------------- launch arguments
+# Real launches (robot PC, or a venv with `launch`/`launch_ros` built from source): every
+# argument must reach the node that owns the parameter (issue 16: config/perception.yaml's
+# node sections used to win over checkpoint:=, device:=, camera_source:=, replay_dir:=).
+
+def _require_launch():
+    if not _launch_installed():
+        pytest.skip('the ROS 2 `launch`/`launch_ros` packages are not installed here (robot PC '
+                    'only); the argument plumbing is checked without them by '
+                    'test_request_limits.py::test_launch_values_are_written_under_the_node_name')
+
+
+class _Launch:
+    """launch/<file> with arguments in a subprocess; parameters read over DDS."""
+
+    def __init__(self, name, args, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, 'w')
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / 'test' / 'support' / 'launch_file_runner.py'), name,
+             *[f'{k}:={v}' for k, v in args.items()]], stdout=self.log,
+            stderr=subprocess.STDOUT, cwd=str(REPO), env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+    def output(self):
+        return self.log_path.read_text(errors='replace')
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self):
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            if self.wait(60) is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _parameters(node, node_name, names, timeout=180.0):
+    """The values of a running node's parameters (GetParameters over DDS)."""
+    import time
+
+    from rcl_interfaces.srv import GetParameters
+    import rclpy
+    from rclpy.parameter import parameter_value_to_python
+
+    client = node.create_client(GetParameters, f'/{node_name}/get_parameters')
+    assert client.wait_for_service(timeout_sec=timeout), f'{node_name} never came up'
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        future = client.call_async(GetParameters.Request(names=list(names)))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=30.0)
+        if future.result() is not None:
+            values = [parameter_value_to_python(v) for v in future.result().values]
+            return dict(zip(names, values))
+    pytest.fail(f'{node_name} did not answer get_parameters')
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize('launch_file, args, expected', [
+    ('perception.launch.py',
+     {'camera_source': 'replay', 'replay_dir': str(REPO / 'samples' / 'tabletop'),
+      'checkpoint': 'COPY', 'device': 'cpu', 'rviz': 'false'},
+     {'camera_node': {'source': 'replay', 'replay_dir': str(REPO / 'samples' / 'tabletop')},
+      'grasp_node': {'checkpoint': 'COPY', 'device': 'cpu'}}),
+    ('pick_scene.launch.py',
+     {'use_sim': 'true', 'robot': 'fr3', 'checkpoint': 'COPY', 'device': 'cpu',
+      'rviz': 'false'},
+     {'camera_node': {'source': 'sim'}, 'grasp_node': {'checkpoint': 'COPY', 'device': 'cpu'},
+      'execution_node': {'robot': 'fr3', 'backend': 'sim'}}),
+])
+def test_launch_arguments_reach_the_nodes_parameters(launch_file, args, expected, tmp_path,
+                                                     ros_domain):
+    _require_launch()
+    import shutil
+
+    import rclpy
+
+    from zerograsp_ros.nodes.graph import default_checkpoint
+
+    copy = tmp_path / 'my_checkpoint.pt'       # not the default: the argument must win
+    shutil.copy(default_checkpoint(), copy)
+    args = {k: (str(copy) if v == 'COPY' else v) for k, v in args.items()}
+    launched = _Launch(launch_file, args, tmp_path / 'launch.log')
+    rclpy.init()
+    try:
+        node = rclpy.create_node('launch_parameter_probe')
+        for node_name, values in expected.items():
+            values = {k: (str(copy) if v == 'COPY' else v) for k, v in values.items()}
+            got = _parameters(node, node_name, list(values))
+            assert got == values, f'{node_name}: {got} != {values}\n{launched.output()[-3000:]}'
+        if launch_file == 'perception.launch.py':   # replay frames reach /predict_grasps
+            import time
+
+            from zerograsp_ros.srv import PredictGrasps
+
+            client = node.create_client(PredictGrasps, '/predict_grasps')
+            assert client.wait_for_service(timeout_sec=120.0)
+            deadline = time.monotonic() + 120
+            while True:
+                future = client.call_async(PredictGrasps.Request(refine=False))
+                rclpy.spin_until_future_complete(node, future, timeout_sec=120.0)
+                response = future.result()
+                if response.success or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            assert response.success, response.message
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+        launched.stop()
+
+
+@pytest.mark.ros
+def test_launch_with_a_missing_checkpoint_stops_with_its_path(tmp_path, ros_domain):
+    """checkpoint:=/nonexistent.pt used to load the default checkpoint instead."""
+    _require_launch()
+    replay = str(REPO / 'samples' / 'tabletop')
+    launched = _Launch('perception.launch.py',
+                       {'camera_source': 'replay', 'replay_dir': replay,
+                        'checkpoint': str(tmp_path / 'nonexistent.pt'), 'device': 'cpu'},
+                       tmp_path / 'launch.log')
+    try:
+        code = launched.wait(240)
+        out = launched.output()
+        assert code is not None, f'still running with a missing checkpoint:\n{out[-3000:]}'
+        assert str(tmp_path / 'nonexistent.pt') in out and 'stopping the launch' in out, out
+        assert out.count('grasp_node cannot start') == 1 or \
+            out.count('[GraspNode] cannot start') == 1, 'respawned a node that cannot start'
+    finally:
+        launched.stop()
+
+
+@pytest.mark.ros
+def test_launch_without_rviz2_starts_nothing_and_says_why(tmp_path, ros_domain):
+    """rviz:=true without rviz2 left the 7 node processes running after launch exited."""
+    _require_launch()
+    from zerograsp_ros.nodes.graph import missing_packages
+
+    if not missing_packages(['rviz2']):
+        pytest.skip('rviz2 is installed here')
+    launched = _Launch('pick_scene.launch.py', {'rviz': 'true', 'device': 'cpu'},
+                       tmp_path / 'launch.log')
+    try:
+        assert launched.wait(120) not in (None, 0), launched.output()[-3000:]
+        out = launched.output()
+        assert "'rviz2'" in out and 'nothing was started' in out and 'rviz:=false' in out, out
+        assert 'process started' not in out, out
+    finally:
+        launched.stop()
