@@ -127,7 +127,8 @@ class RequestFactory:
                 delta = int(rng.choice([-1, 1, -image.width, 7, 2**20]))
                 setattr(image, what, max(0, getattr(image, what) + delta))
             elif what == 'step':
-                image.step = int(rng.choice([0, image.step - 1, image.step + 3, 2**31]))
+                image.step = int(rng.choice([0, max(0, image.step - 1), image.step + 3,
+                                             2**31]))
             elif what == 'truncate':
                 image.data = bytes(image.data)[:int(rng.integers(len(image.data) + 1))]
             elif what == 'extend':
@@ -153,7 +154,8 @@ class RequestFactory:
                 frame.depth.data = np.full(frame.depth.width * frame.depth.height, np.nan,
                                            '<f4').tobytes()
             elif what == 'info_size':
-                frame.camera_info.width += int(rng.choice([-1, 1, 1000]))
+                frame.camera_info.width = max(0, frame.camera_info.width +
+                                              int(rng.choice([-1, 1, 1000])))
         return None, self._predict(frame, refine=bool(rng.integers(4) == 0))
 
     def predict_grasps_byte_noise_frame(self, rng):

@@ -291,7 +291,15 @@ def main(argv=None):
             sent = 0
             for service, category, malformed, requests in factory.chunk(rng_seed, n):
                 hang_after = PICK_HANG_AFTER if service == 'pick' else HANG_AFTER
-                answers = client.call_many(service, requests, hang_after + 1.0)
+                try:
+                    answers = client.call_many(service, requests, hang_after + 1.0)
+                except (SystemError, OverflowError, ValueError, TypeError) as exc:
+                    # rclpy refused to serialise it: never sent, so not a request
+                    stats.counts['not_serialisable'] += 1
+                    stats.findings.append({'kind': 'not_serialisable',
+                                           'request': f'{service}/{category}',
+                                           'error': str(exc)[:200]})
+                    continue
                 for response, seconds in answers:
                     stats.record(service, category, malformed, response, seconds, hang_after,
                                  nan_check_for(service))
