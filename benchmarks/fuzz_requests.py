@@ -16,17 +16,17 @@ CAMERA_FRAME = 'camera_color_optical_frame'
 
 # category -> (service, weight per 1000 requests)
 MIX = {   # valid requests run the model (seconds each on 2 shared cores): a small share
-    ('predict_grasps', 'valid_latest'): 6, ('predict_grasps', 'valid_frame'): 4,
-    ('predict_grasps', 'empty_frame_id'): 3, ('predict_grasps', 'mutated_real_frame'): 120,
+    ('predict_grasps', 'valid_latest'): 3, ('predict_grasps', 'valid_frame'): 2,
+    ('predict_grasps', 'empty_frame_id'): 2, ('predict_grasps', 'mutated_real_frame'): 120,
     ('predict_grasps', 'byte_noise_frame'): 60, ('predict_grasps', 'implausible_intrinsics'): 70,
     ('predict_grasps', 'hostile_masks'): 140, ('predict_grasps', 'many_ids_labels'): 30,
-    ('predict_grasps', 'scattered_32_ids'): 2, ('predict_grasps', 'image_4k'): 7,
+    ('predict_grasps', 'scattered_32_ids'): 3, ('predict_grasps', 'image_4k'): 7,
     ('predict_grasps', 'broken_sizes'): 60,
     ('refine_grasps', 'valid'): 25, ('refine_grasps', 'grasp_defect'): 100,
     ('refine_grasps', 'scene_defect'): 100, ('refine_grasps', 'frame_defect'): 35,
     ('refine_grasps', 'many_grasps'): 8, ('refine_grasps', 'huge_reconstruction'): 2,
     ('pick', 'explicit_dry_run'): 110, ('pick', 'bad_object_id'): 15,
-    ('pick', 'best_dry_run'): 2,
+    ('pick', 'best_dry_run'): 1,
 }
 INTRINSICS_DEFECTS = ('tiny_focal', 'k22_zero', 'absurd_skew', 'nan', 'negative_focal',
                       'principal_outside', 'all_zero', 'k10_nonzero')
@@ -85,7 +85,8 @@ class RequestFactory:
         weights = np.array([MIX[k] for k in keys], float)
         weights /= weights.sum()
         sent = 0
-        burst_at = int(rng.integers(n // 2)) if n >= 16 else -1
+        # a burst of 8 concurrent requests in every 4th chunk
+        burst_at = int(rng.integers(n // 2)) if n >= 16 and seed % 4 == 0 else -1
         while sent < n:
             if sent >= burst_at >= 0:
                 burst_at = -1
@@ -236,10 +237,10 @@ class RequestFactory:
         return True, self._predict(frame, self._masks(labels, frame.header), refine=False)
 
     def predict_grasps_scattered_32_ids(self, rng):
-        """At the limit: 32 ids scattered over every pixel (allowed; must stay bounded)."""
+        """32 ids (the count limit) scattered over every pixel: each spans the scene."""
         frame = self._frame(rng, 0)
         labels = rng.integers(1, 33, (frame.depth.height, frame.depth.width))
-        return None, self._predict(frame, self._masks(labels, frame.header), refine=False)
+        return True, self._predict(frame, self._masks(labels, frame.header), refine=False)
 
     def predict_grasps_image_4k(self, rng):
         from zerograsp_ros.geometry.camera import CameraIntrinsics

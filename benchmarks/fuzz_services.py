@@ -43,6 +43,19 @@ HANG_AFTER = DEADLINE + 5.0
 PICK_HANG_AFTER = 125.0 + 5.0       # /pick waits up to predict_timeout (120 s) for a prediction
 
 
+# What earlier runs of this benchmark found (fixed before the run in this file).
+FOUND_AND_FIXED = [
+    {'run': 'first 1,000 requests, 2026-12-02',
+     'bug': '32 object ids scattered over every pixel (within the count and pixel limits): '
+            'every object spanned the scene, the network worked on 32 scene-sized octrees '
+            'for over 65 s (2 hangs) at up to 5.5 GB RSS, and requests queued behind it '
+            "were answered 'busy' after 30 s",
+     'fix': 'limits.max_object_extent (0.4 m, 1st-99th percentile span of an object\'s '
+            'points): such masks are refused before the network '
+            '(request_limits.check_object_extent)'},
+]
+
+
 def rss_mb(pid: int | None) -> float | None:
     try:
         for line in Path(f'/proc/{pid}/status').read_text().splitlines():
@@ -347,6 +360,7 @@ def write(out, opts, stats, chunks_done, n_chunks, crashes, rss, state, seconds)
         'rss_mb': rss, 'hang_after_seconds': HANG_AFTER,
         'wall_seconds': round(float(state.get('wall_seconds', 0.0)) + seconds, 1),
         'stats': stats.as_dict(),
+        'found_and_fixed': FOUND_AND_FIXED,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix('.tmp')

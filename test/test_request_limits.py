@@ -272,3 +272,23 @@ def test_launch_files_pass_every_argument_to_the_graph():
                                                  'checkpoint': '/c.pt', 'device': 'cpu'})}
     assert specs['execution_node'].parameters == {'robot': 'fr3', 'backend': 'moveit'}
     assert specs['camera_node'].parameters['source'] == 'realsense'
+
+
+def test_an_object_spanning_the_scene_is_refused():
+    """An 'object' spanning the scene is refused before the network.
+
+    Found by fuzz_services.py: 32 ids scattered over every pixel passed the count
+    limits and kept the network busy for minutes (5.5 GB).
+    """
+    from zerograsp_ros.errors import InputError
+    from zerograsp_ros.geometry.rgbd import load_frame_dir
+    from zerograsp_ros.nodes.request_limits import RequestLimits, check_object_extent
+
+    frame = load_frame_dir(REPO / 'samples' / 'tabletop')
+    check_object_extent(frame.depth, frame.intrinsics, frame.labels, RequestLimits())
+    scattered = np.random.default_rng(0).integers(1, 33, frame.depth.shape)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=r'spans \d\.\d\d m, more than '
+                                         r'limits.max_object_extent = 0.4 m'):
+        check_object_extent(frame.depth, frame.intrinsics, scattered, RequestLimits())
+    assert time.perf_counter() - start < 2.0

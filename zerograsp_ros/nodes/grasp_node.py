@@ -57,6 +57,7 @@ from zerograsp_ros.nodes.request_limits import (
     check_label_counts,
     check_mask_scores,
     check_max_grasps,
+    check_object_extent,
     declare_request_limits,
     plain_message,
 )
@@ -276,6 +277,7 @@ class GraspNode(Node):
         labelled, _, warnings = self.pipeline.prepare(frame, labels, watch, need_plane=False)
         if labels is None:
             check_label_counts(labelled.labels, self.limits)  # what segmentation found
+        check_object_extent(labelled.depth, labelled.intrinsics, labelled.labels, self.limits)
         if deadline is not None:
             deadline.check('the network')
         prediction = self.pipeline.predict(labelled, watch)

@@ -33,6 +33,7 @@ class RequestLimits:
     min_object_pixels: int = 30             # pixels per object (the model skips < 30 points)
     max_request_grasps: int = 20000         # grasps in a /refine_grasps request
     max_reconstruction_points: int = 2_000_000  # surface points in a /refine_grasps request
+    max_object_extent: float = 0.4          # [m] 1st-99th percentile span of an object's points
     deadline: float = 60.0                  # [s] per request, queueing included
     max_queued_requests: int = 8            # requests waiting for the model
     max_queue_wait: float = 30.0            # [s] the longest one waits
@@ -105,6 +106,34 @@ def check_label_counts(labels: np.ndarray, limits: RequestLimits) -> None:
         raise InputError(f'object id(s) {[int(i) for i in small[:8]]} have fewer than '
                          f'limits.min_object_pixels = {limits.min_object_pixels} pixels '
                          f'(smallest: {int(counts.min())})')
+
+
+def check_object_extent(depth: np.ndarray, intrinsics, labels: np.ndarray,
+                        limits: RequestLimits) -> None:
+    """Each object's valid depth points span at most max_object_extent on every axis.
+
+    Found by the fuzzer: 32 ids scattered over every pixel passed the count limits, but
+    each 'object' then spanned the whole scene, and the network worked on 32 scene-sized
+    octrees for minutes (5.5 GB). A graspable object is far smaller than 0.4 m; the
+    span is taken between the 1st and 99th percentiles, so stray mask pixels do not count.
+    """
+    from zerograsp_ros.geometry.camera import unproject
+
+    valid = np.isfinite(depth) & (depth > 0) & (labels > 0)
+    points, pixels = unproject(depth, intrinsics, mask=valid, return_pixels=True)
+    if len(points) == 0:
+        return
+    ids = labels[pixels[:, 0], pixels[:, 1]]
+    order = np.argsort(ids, kind='stable')
+    ids, points = ids[order], points[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    for begin, end in zip(starts, np.r_[starts[1:], len(ids)]):
+        lo, hi = np.percentile(points[begin:end], [1, 99], axis=0)
+        span = float((hi - lo).max())
+        if span > limits.max_object_extent:
+            raise InputError(f'object {int(ids[begin])} spans {span:.2f} m, more than '
+                             f'limits.max_object_extent = {limits.max_object_extent} m '
+                             '(is its mask one object?)')
 
 
 def check_refine_request_size(grasps_msg, reconstruction_msg, limits: RequestLimits) -> None:
