@@ -820,6 +820,50 @@ def test_ros_bad_requests_answer_clearly_and_the_node_keeps_serving(ros):
 
 
 @pytest.mark.ros
+def test_ros_knuckle_is_watched_on_real_joint_states(ros):
+    """The gripper check subscribes like the backend does and settles on DDS samples."""
+    import threading
+    import time
+
+    import rclpy
+    from sensor_msgs.msg import JointState
+
+    from zerograsp_ros.execution.knuckle_monitor import KnuckleMonitor
+    from zerograsp_ros.execution.moveit_backend import joint_state_subscription
+    joint = 'robotiq_85_left_knuckle_joint'
+    node = rclpy.create_node('knuckle_watch_test', context=ros.context)
+    ros.executor.add_node(node)
+    monitor = KnuckleMonitor(joint, settle_time=0.1, tolerance=0.004, motion_start_wait=0.5)
+    sub = joint_state_subscription(node, '/joint_states', monitor.on_joint_state)
+    pub = ros.client.create_publisher(JointState, '/joint_states', 10)  # reliable, as JSB
+    try:
+        deadline = time.monotonic() + 10
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.get_subscription_count() > 0, 'best-effort subscriber never matched'
+        t0 = time.monotonic()
+
+        def publish():   # still for 0.2 s (command latency), then closes onto an object
+            while (t := time.monotonic() - t0) < 1.5:
+                msg = JointState(name=['fr3_joint1', joint],
+                                 position=[0.3, min(0.45, max(0.0, (t - 0.2) * 2.0))])
+                pub.publish(msg)
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=publish, daemon=True)
+        thread.start()
+        position = monitor.wait_settled(t0, 0.0, 0.7929, timeout=5.0)
+        assert position == pytest.approx(0.45, abs=0.005)
+        assert time.monotonic() - t0 > 0.2 + 0.45 / 2.0      # not before it stopped
+        thread.join()
+    finally:
+        node.destroy_subscription(sub)
+        ros.client.destroy_publisher(pub)
+        ros.executor.remove_node(node)
+        node.destroy_node()
+
+
+@pytest.mark.ros
 def test_ros_moveit_backend_without_moveit_fails_loudly(ros):
     try:
         import moveit.planning  # noqa: F401

@@ -100,8 +100,6 @@ def load_moveit_api() -> MoveItApi:
     except ImportError as exc:
         raise ExecutionError(f'the moveit backend needs moveit_py, moveit_msgs, control_msgs '
                              f'and tf2_ros (a ROS 2 install with MoveIt 2): {exc}') from exc
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import JointState
     try:
         from control_msgs.action import ParallelGripperCommand
     except ImportError:  # older control_msgs (Humble) lack it
@@ -112,16 +110,20 @@ def load_moveit_api() -> MoveItApi:
         buffer._zerograsp_listener = tf2_ros.TransformListener(buffer, node)
         return buffer
 
-    def subscribe_joint_states(node, topic, callback, callback_group):
-        # Sensor-data QoS (best effort) also matches a reliable publisher.
-        return node.create_subscription(JointState, topic, callback, qos_profile_sensor_data,
-                                        callback_group=callback_group)
-
     return MoveItApi(MoveItPy, PlanRequestParameters, RobotState, CollisionObject,
                      AttachedCollisionObject, SolidPrimitive, Mesh, MeshTriangle, Point, Pose,
                      PoseStamped, GripperCommand, ParallelGripperCommand, ActionClient,
-                     make_tf_buffer, subscribe_joint_states,
+                     make_tf_buffer, joint_state_subscription,
                      os.environ.get('ROS_DISTRO', 'jazzy').lower())
+
+
+def joint_state_subscription(node, topic: str, callback, callback_group=None):
+    """sensor_msgs/JointState subscription; sensor-data QoS also matches a reliable publisher."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+
+    return node.create_subscription(JointState, topic, callback, qos_profile_sensor_data,
+                                    callback_group=callback_group)
 
 
 def matrix_to_pose(api: MoveItApi, T: np.ndarray):
