@@ -504,6 +504,9 @@ def test_moveit_adapter_without_its_configuration_fails_loudly():
     fake = FakeMoveIt(np.eye(4), moveit_error='Unable to find robot_description')
     with pytest.raises(ExecutionError, match='robot_description.*moveit_cpp'):
         MoveItBackend(None, load_robot_preset('panda'), api=fake.api)
+    fake = FakeMoveIt(np.eye(4), model_groups={'panda_arm'})      # an SRDF of another robot
+    with pytest.raises(ExecutionError, match="group 'fer_arm'.*No planning group fer_arm"):
+        MoveItBackend(None, load_robot_preset('panda'), api=fake.api)
 
 
 def test_moveit_live_adapter():

@@ -6,7 +6,8 @@ It fails where the real packages fail, with their names, signatures and return v
   provide_planning_service, remappings)`; Jazzy `execute(robot_trajectory, controllers)`
   (both required) returns an ExecutionStatus (truthy, `.status` text), Humble
   `execute(group, trajectory, blocking=True)`.
-- `PlanningComponent.set_goal_state(...)` returns False for a pose_link that is not a
+- `get_planning_component` raises for a group the SRDF lacks;
+  `PlanningComponent.set_goal_state(...)` returns False for a pose_link that is not a
   link of the model; `plan()` returns a response that is falsy without a plan.
 - `PlanningScene.process_attached_collision_object` returns a bool (False for an
   unknown link or object); `apply_collision_object` returns None.
@@ -103,7 +104,8 @@ class FakeMoveIt:
 
     def __init__(self, T_base_camera, object_width=0.04, reject=lambda goal, params: False,
                  scene_error=None, distro='jazzy', moveit_error=None, model_links=None,
-                 attach_ok=True, gripper_stuck=False, execute_status='SUCCEEDED'):
+                 attach_ok=True, gripper_stuck=False, execute_status='SUCCEEDED',
+                 model_groups=None):
         from geometry_msgs.msg import Point, Pose, PoseStamped
         from sensor_msgs.msg import JointState
         from shape_msgs.msg import Mesh, MeshTriangle, SolidPrimitive
@@ -116,8 +118,9 @@ class FakeMoveIt:
         self.reject = reject
         self.scene_error = scene_error
         self.moveit_error = moveit_error
-        # Links of the robot model (None = every link the presets name).
+        # Links and groups of the robot model (None = every one the presets name).
         self.model_links = model_links
+        self.model_groups = model_groups
         self.knuckle = FakeKnuckle(load_robot_preset('panda').gripper, object_width,
                                    stuck=gripper_stuck)
         rec = self.calls
@@ -228,6 +231,9 @@ class FakeMoveIt:
 
             def get_planning_component(self, planning_component_name):
                 rec.append(('component', planning_component_name))
+                if fake.model_groups is not None and \
+                        planning_component_name not in fake.model_groups:
+                    raise RuntimeError(f'No planning group {planning_component_name} found')
                 return Arm()
 
             def get_planning_scene_monitor(self):
