@@ -204,8 +204,9 @@ class MoveItBackend(ExecutionBackend):
                 target_frame, source_frame, rclpy.time.Time(),
                 timeout=rclpy.duration.Duration(seconds=self.tf_timeout))
         except Exception as exc:  # tf2 raises several unrelated exception types
-            raise ExecutionError(f'no TF {target_frame} <- {source_frame}: {exc} (is the '
-                                 'camera extrinsic published?)') from exc
+            raise ExecutionError(f'no TF {target_frame} <- {source_frame}: {exc} (publish the '
+                                 f'hand-eye calibration as a static TF {target_frame} -> '
+                                 'camera_link; the camera driver publishes the rest)') from exc
         return transform_to_matrix(stamped.transform)
 
     # ----------------------------------------------------------------- planning scene
