@@ -1,7 +1,11 @@
-"""Segmentation node: RGBDFrame -> InstanceMasks (same header), tabletop by default.
+"""Segmentation node: RGBDFrame -> InstanceMasks (same header).
 
-The learned seam (`segmenter: sam2`) needs the sam2 package and local weights;
-without them the node stops at start-up with a message that says which is missing.
+`segmenter` picks the method (perception/segmentation.py): 'learned' (centre-voting
+U-Net, checkpoints/segnet.pt), 'tabletop' (geometric) or 'sam2' (needs the sam2
+package and local weights). When the chosen learned segmenter cannot load (weights
+missing or corrupt, package missing), the node logs why and uses
+`segmenter_fallback` ('tabletop'); with `segmenter_fallback: ''` it stops at
+start-up with that message instead.
 """
 from __future__ import annotations
 
@@ -20,24 +24,44 @@ from zerograsp_ros.nodes.common import (
     declare_dataclass,
 )
 from zerograsp_ros.nodes.conversions import labels_to_masks_msg, rgbd_msg_to_frame
-from zerograsp_ros.perception.segmentation import SEGMENTERS, TabletopConfig, make_segmenter
+from zerograsp_ros.perception.learned_segmentation import VotingConfig
+from zerograsp_ros.perception.segmentation import (
+    DEFAULT_SEGMENTER,
+    FALLBACK_SEGMENTER,
+    SEGMENTERS,
+    TabletopConfig,
+    make_segmenter,
+)
 
 
 def declare_segmenter(node: Node):
-    """Declare the segmenter parameters (shared by the segmentation and grasp nodes)."""
-    kind = declare(node, 'segmenter', 'tabletop',
-                   "Instance segmenter: 'tabletop' (plane + clustering) or 'sam2' (learned, "
-                   'local weights)', lambda v: v in SEGMENTERS, f'one of {list(SEGMENTERS)}')
+    """Declare the segmenter parameters (shared by the segmentation, grasp, refinement nodes)."""
+    kind = declare(node, 'segmenter', DEFAULT_SEGMENTER,
+                   "Instance segmenter: 'learned' (centre-voting U-Net), 'tabletop' (plane + "
+                   "clustering) or 'sam2' (local weights)", lambda v: v in SEGMENTERS,
+                   f'one of {list(SEGMENTERS)}')
+    fallback = declare(node, 'segmenter_fallback', FALLBACK_SEGMENTER,
+                       "Segmenter used when the chosen one cannot load ('' = none: stop)",
+                       lambda v: v == '' or v in SEGMENTERS, f"'' or one of {list(SEGMENTERS)}")
     tabletop = TabletopConfig.from_dict(
         declare_dataclass(node, 'tabletop', TabletopConfig(), 'tabletop segmentation'))
+    warn = node.get_logger().warn
     if kind == 'sam2':
         checkpoint = declare(node, 'sam2_checkpoint', '', 'SAM 2 weights file (local path)')
         model_config = declare(node, 'sam2_model_config', 'configs/sam2.1/sam2.1_hiera_s.yaml',
                                'SAM 2 model config name')
-        return make_segmenter('sam2', checkpoint=checkpoint, model_config=model_config,
+        return make_segmenter('sam2', fallback=fallback or None, log=warn,
+                              checkpoint=checkpoint, model_config=model_config,
                               tabletop=tabletop)
+    if kind == 'learned':
+        checkpoint = declare(node, 'learned_checkpoint', '',
+                             "Learned segmenter weights ('' = the package's "
+                             "checkpoints/segnet.pt)")
+        voting = VotingConfig.from_dict(
+            declare_dataclass(node, 'learned', VotingConfig(), 'learned segmentation'))
+        return make_segmenter('learned', fallback=fallback or None, log=warn,
+                              checkpoint=checkpoint, config=voting, tabletop=tabletop)
     return make_segmenter('tabletop', config=tabletop)
-
 
 class SegmentationNode(Node):
     def __init__(self, **kwargs):

@@ -8,6 +8,7 @@ returned with every result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import logging
 import time
 
 import numpy as np
@@ -16,7 +17,11 @@ from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import unproject
 from zerograsp_ros.geometry.rgbd import RGBDFrame, validate_frame
 from zerograsp_ros.grasp.representation import GraspSet
-from zerograsp_ros.perception.segmentation import make_segmenter
+from zerograsp_ros.perception.segmentation import (
+    DEFAULT_SEGMENTER,
+    FALLBACK_SEGMENTER,
+    make_segmenter,
+)
 
 DEFAULT_GRIPPER = 'robotiq_2f85'
 
@@ -160,7 +165,9 @@ class GraspPipeline:
                  max_grasps: int = 20, max_grasps_per_object: int = 256,
                  refinement_device: str = 'cpu'):
         self.predictor = predictor
-        self.segmenter = segmenter if segmenter is not None else make_segmenter('tabletop')
+        self.segmenter = segmenter if segmenter is not None else make_segmenter(
+            DEFAULT_SEGMENTER, fallback=FALLBACK_SEGMENTER,
+            log=logging.getLogger(__name__).warning)
         self.gripper = gripper
         self.refinement_config = refinement_config
         if max_grasps < 1 or max_grasps_per_object < 1:
@@ -171,13 +178,16 @@ class GraspPipeline:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, device: str = 'auto',
-                        segmenter: str = 'tabletop', segmenter_params: dict | None = None,
+                        segmenter: str = DEFAULT_SEGMENTER,
+                        segmenter_params: dict | None = None,
                         gripper: str = DEFAULT_GRIPPER, **kwargs) -> 'GraspPipeline':
         from zerograsp_ros.grasp.gripper import gripper_preset
         from zerograsp_ros.model.inference import ZeroGraspPredictor
 
         predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device)
-        return cls(predictor, make_segmenter(segmenter, **(segmenter_params or {})),
+        seg = make_segmenter(segmenter, fallback=FALLBACK_SEGMENTER,
+                             log=logging.getLogger(__name__).warning, **(segmenter_params or {}))
+        return cls(predictor, seg,
                    gripper_preset(gripper), **kwargs)
 
     # ----------------------------------------------------------------- stages

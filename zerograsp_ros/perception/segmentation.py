@@ -1,9 +1,15 @@
 """Instance segmentation of objects standing on a table, from one RGB-D frame.
 
-Default: geometric tabletop segmentation (Open3D RANSAC support plane, then
-DBSCAN clustering of what stands on it). A learned segmenter (SAM 2 with a
-local checkpoint) plugs in through `make_segmenter`; it fails with a clear
-message when its package or weights are missing.
+Segmenters, by name (`make_segmenter`; DEFAULT_SEGMENTER is the nodes' default):
+* 'learned': a small RGB-D U-Net with centre voting, trained on our synthetic
+  scenes (perception/learned_segmentation.py, checkpoints/segnet.pt); it separates
+  touching objects in piles;
+* 'tabletop': geometric (Open3D RANSAC support plane, then DBSCAN clustering of
+  what stands on it); objects that touch come out as one segment;
+* 'sam2': SAM 2 with a local checkpoint.
+A learned segmenter whose package or weights are missing or corrupt raises
+SegmenterUnavailable with a clear message; `make_segmenter(..., fallback='tabletop')`
+then logs it and returns the geometric segmenter instead.
 """
 from __future__ import annotations
 
@@ -274,14 +280,41 @@ class Sam2Segmenter:
     __call__ = segment
 
 
-SEGMENTERS = {'tabletop': TabletopSegmenter, 'sam2': Sam2Segmenter}
+def _learned_segmenter(**params):
+    from zerograsp_ros.perception.learned_segmentation import LearnedSegmenter
+    return LearnedSegmenter(**params)
 
 
-def make_segmenter(kind: str = 'tabletop', **params):
-    """A segmenter by name: 'tabletop' (default, geometric) or 'sam2' (learned, local weights)."""
+SEGMENTERS = {'learned': _learned_segmenter, 'tabletop': TabletopSegmenter,
+              'sam2': Sam2Segmenter}
+DEFAULT_SEGMENTER = 'tabletop'
+FALLBACK_SEGMENTER = 'tabletop'
+
+
+def make_segmenter(kind: str = DEFAULT_SEGMENTER, fallback: str | None = None,
+                   log=None, **params):
+    """A segmenter by name ('learned', 'tabletop' or 'sam2'); see the module docstring.
+
+    fallback: a segmenter name to use when `kind` is unavailable (its weights or package
+    missing or corrupt); the reason goes to `log` (a callable taking a message, e.g. a
+    ROS logger's warn). The fallback gets only the 'tabletop' parameters.
+    """
     if kind not in SEGMENTERS:
         raise InputError(f"unknown segmenter '{kind}' (available: {', '.join(SEGMENTERS)})")
-    return SEGMENTERS[kind](**params)
+    if fallback is not None and fallback not in SEGMENTERS:
+        raise InputError(f"unknown fallback segmenter '{fallback}' (available: "
+                         f"{', '.join(SEGMENTERS)})")
+    try:
+        return SEGMENTERS[kind](**params)
+    except SegmenterUnavailable as exc:
+        if fallback is None or fallback == kind:
+            raise
+        if log is not None:
+            log(f"{exc}; falling back to segmenter '{fallback}'")
+        tabletop = params.get('tabletop') if kind != 'tabletop' else params.get('config')
+        if fallback == 'tabletop':
+            return TabletopSegmenter(tabletop)
+        return SEGMENTERS[fallback](tabletop=tabletop)
 
 
 def tabletop_defaults() -> dict:

@@ -131,9 +131,9 @@ def node_default_segmenter():
     if kind == 'tabletop':
         return make_segmenter('tabletop', config=tabletop)
     # no silent fallback to another segmenter here: the row must measure the default
-    if isinstance(params.get(kind), dict):         # a section named like the segmenter
-        return make_segmenter(kind, config=dict(params[kind]), tabletop=tabletop)
     own = {k[len(kind) + 1:]: v for k, v in params.items() if k.startswith(kind + '_')}
+    if isinstance(params.get(kind), dict):         # a section named like the segmenter
+        own['config'] = dict(params[kind])
     return make_segmenter(kind, **own, tabletop=tabletop)
 
 
