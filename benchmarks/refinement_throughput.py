@@ -14,16 +14,18 @@ GraspNet-1B evaluation check: numpy, points transformed into every grasp frame).
 gripper is a finger of thickness 0.01 m and height 0.02 m reaching from 0.02 m behind
 the grasp point to the grasp depth, a 0.01 m bottom behind it, no approach-clearance box,
 a collision on any point and "empty" below 10 points between the fingers. Ours is run
-with exactly that geometry (per depth bin: finger_length = depth + 0.02, palm_depth 0.01,
-approach_clearance 0, collision_tolerance_points 0, empty_min_points 10, no voxel
-downsampling) so the decisions are comparable one by one. graspnetAPI is installed in a
-separate venv created here on first use (~/.cache/zerograsp_ros/graspnetapi-venv;
-`pip install --no-deps graspnetAPI==1.2.11` plus what its import chain needs), which
-reuses this venv's numpy/scipy/open3d/matplotlib through a .pth file instead of
-downloading them again, and runs in a subprocess with one BLAS thread. Its dense
-(grasps x points x 3) arrays are fed in grasp chunks of 50 (its per-object list API) so
-memory stays bounded; it is timed on the first --graspnet-max-grasps grasps of each case
-(its cost is linear in the number of grasps).
+with exactly that geometry, the `grasp.gripper.graspnet_api_gripper` preset (per depth
+bin: finger_length = depth + 0.02, palm_depth 0.01, no clearance box, no housing, no swept
+approach; collision_tolerance_points 0, empty_min_points 10, no voxel downsampling), so
+the decisions are comparable one by one; our 2F-85 body is never compared with it.
+graspnetAPI is installed in a separate venv created here on first use
+(~/.cache/zerograsp_ros/graspnetapi-venv; `pip install --no-deps graspnetAPI==1.2.11`
+plus what its import chain needs), which reuses this venv's
+numpy/scipy/open3d/matplotlib through a .pth file instead of downloading them again, and
+runs in a subprocess with one BLAS thread. Its dense (grasps x points x 3) arrays are
+fed in grasp chunks of 50 (its per-object list API) so memory stays bounded; it is timed
+on the first --graspnet-max-grasps grasps of each case (its cost is linear in the number
+of grasps).
 
 Also timed: our full `refine_grasps` (contacts, table/cone checks, collision on the 5 mm
 voxelised cloud, NMS, top 50) with the default Robotiq 2F-85 preset.
@@ -160,16 +162,9 @@ def run_graspnet(python: Path, grasp_rows: np.ndarray, points: np.ndarray, log: 
 # --------------------------------------------------------------------------- ours
 
 
-def graspnet_matched_gripper(depth: float):
-    from zerograsp_ros.grasp.gripper import GripperModel
-
-    return GripperModel(name=f'graspnet_eval_d{depth:.2f}', finger_length=depth + 0.02,
-                        finger_width=0.02, finger_thickness=0.01, palm_depth=0.01,
-                        max_stroke=0.1, approach_clearance=0.0, tcp_offset=0.0)
-
-
 def ours_matched(grasps, points):
     """Our check with graspnetAPI's geometry: (collision, empty, cpu seconds, seconds)."""
+    from zerograsp_ros.grasp.gripper import graspnet_api_gripper
     from zerograsp_ros.grasp.refinement import RefinementConfig, check_collisions
 
     cfg = RefinementConfig(collision_voxel=0.0, collision_tolerance_points=0,
@@ -180,7 +175,7 @@ def ours_matched(grasps, points):
     for depth in DEPTH_BINS:
         index = np.flatnonzero(np.isclose(grasps.depths, depth))
         if len(index):
-            masks = check_collisions(grasps.subset(index), points, graspnet_matched_gripper(depth),
+            masks = check_collisions(grasps.subset(index), points, graspnet_api_gripper(depth),
                                      cfg)
             collision[index], empty[index] = masks['collision'], masks['empty']
     return collision, empty, time.process_time() - cpu_start, time.perf_counter() - start

@@ -4,7 +4,6 @@ import pytest
 import trimesh
 
 from zerograsp_ros.data.labels import (
-    GripperBoxes,
     LabelConfig,
     ObjectShape,
     build_scene_geometry,
@@ -100,7 +99,7 @@ def test_judge_accepts_a_top_down_antipodal_grasp_and_rejects_bad_ones():
     # closing across the 8 cm height does not fit the 85 mm stroke with margins
     side = rotation_from_axes(np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 0.0, 1.0]]))
     j2 = judge_grasps(side, np.array([[-0.015, 0.0, 0.04]]), np.array([0.02]), geo, cfg.gripper)
-    assert j2.collision[0] or j2.width[0] > cfg.gripper.max_width - 1e-9
+    assert j2.collision[0] or j2.width[0] > cfg.gripper.max_stroke - 1e-9
 
 
 def test_judge_detects_a_neighbour_in_the_finger():
@@ -164,8 +163,8 @@ def test_labelled_collision_free_grasps_do_not_intersect_any_mesh():
                 assert not shape.occupancy(grid).any()
 
 
-def test_gripper_boxes_match_the_refinement_preset():
-    assert GripperBoxes.from_model(gripper_preset('robotiq_2f85')) == LabelConfig().gripper
+def test_the_label_judge_checks_the_refinement_gripper():
+    assert LabelConfig().gripper == gripper_preset('robotiq_2f85')
 
 
 @pytest.fixture(scope='module')

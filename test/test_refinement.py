@@ -1,4 +1,5 @@
 """Grasp refinement: contacts, collision/emptiness, table and cone checks, NMS, bad input."""
+from dataclasses import replace
 import math
 
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from zerograsp_ros.grasp.refinement import (
     contact_quality,
     contact_refinement,
     grasp_nms,
+    paper_refinement_config,
     refine_grasps,
     seen_free_points,
     voxel_downsample,
@@ -75,6 +77,53 @@ def test_presets_and_unknown_name():
     with pytest.raises(InputError, match='finger_length'):
         GripperModel('bad', -0.01, 0.02, 0.01, 0.01, 0.08, 0.05, 0.1)
     assert set(GRIPPER_PRESETS) >= {'robotiq_2f85', 'franka_hand'}
+
+
+def test_sim_urdf_collision_boxes_are_the_2f85_model():
+    """The simulated cell moves the body refinement and the label judge check."""
+    from pathlib import Path
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(Path(__file__).resolve().parents[1] / 'urdf'
+                    / 'robotiq_2f85_sim.urdf').getroot()
+    g = GRIPPER
+
+    def collision_box(link_name):
+        link = root.find(f"link[@name='{link_name}']")
+        box = link.find('collision/geometry/box')
+        origin = link.find('collision/origin')
+        return ([float(v) for v in box.get('size').split()],
+                [float(v) for v in origin.get('xyz').split()])
+
+    size, xyz = collision_box('gripper_base')
+    assert size == pytest.approx([g.housing_length, g.housing_width, g.housing_height])
+    assert xyz == pytest.approx([g.housing_length / 2, 0.0, 0.0])  # from the flange on
+    for link, side in (('left_finger', 1.0), ('right_finger', -1.0)):
+        size, xyz = collision_box(link)
+        assert size == pytest.approx([g.finger_length, g.finger_thickness, g.finger_width])
+        # the inner face (pad) at the joint position, the finger past the housing + palm
+        assert xyz == pytest.approx([g.housing_length + g.palm_depth + g.finger_length / 2,
+                                     side * g.finger_thickness / 2, 0.0])
+        joint = root.find(f"joint[@name='{link}_joint']")
+        assert float(joint.find('limit').get('upper')) == pytest.approx(g.max_stroke / 2)
+    tcp = root.find("joint[@name='tcp_joint']/origin").get('xyz').split()
+    assert [float(v) for v in tcp] == pytest.approx([g.tcp_offset, 0.0, 0.0])
+    assert g.tcp_offset == pytest.approx(g.housing_length + g.palm_depth + g.finger_length)
+
+
+def test_swept_approach_is_the_pick_pre_grasp_distance():
+    from pathlib import Path
+
+    import yaml
+
+    from zerograsp_ros.execution.pick import PickConfig
+    from zerograsp_ros.grasp.gripper import PICK_APPROACH_DISTANCE
+
+    shipped_yaml = Path(__file__).resolve().parents[1] / 'config' / 'execution.yaml'
+    params = yaml.safe_load(shipped_yaml.read_text())
+    shipped = params['execution_node']['ros__parameters']['pre_grasp_distance']
+    assert GRIPPER.approach_distance == PICK_APPROACH_DISTANCE == shipped \
+        == PickConfig().pre_grasp_distance
 
 
 # ----------------------------------------------------------------------------- contacts
@@ -326,6 +375,72 @@ def test_finger_through_box_or_table_is_rejected():
     assert masks['collision'][0]
 
 
+def test_housing_hitting_a_neighbour_is_rejected_where_the_pads_fit():
+    # a 4 x 2 cm target with a taller neighbour 1 cm beside it (across the closing
+    # plane): the 22 mm pads pass, the 65 mm deep housing does not
+    target = box_surface((0.02, 0.01, 0.04), centre=(0.0, 0.0, 0.04))
+    neighbour = box_surface((0.02, 0.015, 0.07), centre=(0.0, 0.035, 0.07))
+    grasp = top_down(0.06, 0.02, (0.0, 0.0, 0.08), CLOSE_ALONG_X)
+    cfg = paper_refinement_config(use_contact_constraints=False)
+    thin = replace(GRIPPER, housing_length=0.0, housing_width=0.0, housing_height=0.0)
+    obstacles = np.r_[target, neighbour]
+    assert not check_collisions(grasp, obstacles, thin, cfg, TABLE)['collision'][0]
+    masks = check_collisions(grasp, obstacles, GRIPPER, cfg, TABLE)
+    assert masks['collision'][0] and not masks['empty'][0]
+    res = refine_grasps(grasp, target, scene_points=neighbour, table_plane=TABLE, config=cfg)
+    assert res.rejection_counts['collision'] == 1 and len(res.grasps) == 0
+    # the same scene without the neighbour keeps the grasp
+    assert len(refine_grasps(grasp, target, table_plane=TABLE, config=cfg).grasps) == 1
+
+
+def test_tilted_grasp_with_a_blocked_approach_path_is_rejected():
+    # 45 deg from straight down; a post stands where the housing passes on the way in from
+    # the pre-grasp pose, but clear of the gripper at the grasp pose itself
+    approach = np.array([[1.0, 0.0, -1.0]]) / math.sqrt(2.0)
+    R = rotation_from_approach(approach, 0.0)
+    assert abs(R[0][:, 1] @ [0.0, 1.0, 0.0]) > 0.99     # closing across the box's 6 cm
+    t = np.array([0.0, 0.0, 0.08])
+    grasp = make_grasps(R, [t], [0.08], [0.02])
+    post_xy = (t - 0.19 * approach[0])[:2]
+    post = box_surface((0.015, 0.015, 0.12), centre=(post_xy[0], post_xy[1], 0.12))
+    cfg = paper_refinement_config(use_contact_constraints=False)
+    no_sweep = replace(GRIPPER, approach_distance=0.0)
+    assert not check_collisions(grasp, np.r_[BOX, post], no_sweep, cfg, TABLE)['collision'][0]
+    assert check_collisions(grasp, np.r_[BOX, post], GRIPPER, cfg, TABLE)['collision'][0]
+    for config in (cfg, RefinementConfig()):
+        res = refine_grasps(grasp, BOX, scene_points=post, table_plane=TABLE, config=config)
+        assert res.rejection_counts['collision'] == 1
+        assert len(refine_grasps(grasp, BOX, table_plane=TABLE, config=config).grasps) == 1
+
+
+def test_swept_housing_below_the_table_is_a_collision():
+    # a nearly horizontal grasp low on the box: pads above the table, housing corners not
+    # (fingers' lowest corner 8 mm above the table, the 65 mm housing's 8 mm below it)
+    approach = np.array([[1.0, 0.0, -0.1]])
+    grasp = make_grasps(rotation_from_approach(approach, 0.0), [(-0.02, 0.0, 0.02)],
+                        [0.07], [0.01])
+    cfg = paper_refinement_config(use_contact_constraints=False)
+    thin = replace(GRIPPER, housing_length=0.0, housing_width=0.0, housing_height=0.0)
+    assert not check_collisions(grasp, np.zeros((0, 3)), thin, cfg, TABLE)['collision'][0]
+    assert check_collisions(grasp, np.zeros((0, 3)), GRIPPER, cfg, TABLE)['collision'][0]
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_label_judge_and_refinement_check_the_same_body(seed):
+    from zerograsp_ros.data.labels import SceneGeometry, judge_grasps
+
+    grasps, points = random_scene(seed)
+    grasps.widths = np.minimum(grasps.widths, GRIPPER.max_stroke).astype(np.float32)
+    geometry = SceneGeometry(np.array([1]), [points.astype(np.float64)],
+                             [np.tile([0.0, 0.0, 1.0], (len(points), 1))],
+                             points.astype(np.float64), table_z=-1.0)
+    judged = judge_grasps(grasps.rotations, grasps.translations, grasps.depths, geometry,
+                          GRIPPER, widths=grasps.widths)
+    ours = check_collisions(grasps, points, GRIPPER, RefinementConfig(collision_voxel=0.0))
+    assert 0 < judged.collision.sum() < len(grasps)
+    np.testing.assert_array_equal(judged.collision, ours['collision'])
+
+
 def test_nothing_between_fingers_is_empty():
     far = top_down(0.07, 0.03, (0.15, 0.15, 0.08), CLOSE_ALONG_X)
     res = refine_grasps(far, BOX, scene_points=table_points(), table_plane=TABLE)
@@ -367,14 +482,18 @@ def reference_check(grasps, points, gripper, cfg):
         q = (points.astype(np.float64) - grasps.translations[i]) @ R
         w, d = float(grasps.widths[i]), float(grasps.depths[i])
         body = inner = 0
+        root = d - g.finger_length
         for x, y, z in q:
-            if abs(z) > g.finger_width / 2 or abs(y) > w / 2 + g.finger_thickness:
-                continue
-            if x > d or x < d - g.finger_length - g.palm_depth - g.approach_clearance:
-                continue
-            if abs(y) < w / 2 and x >= d - g.finger_length:
+            in_housing = (g.housing_length > 0 and abs(z) <= g.housing_height / 2
+                          and abs(y) <= g.housing_width / 2
+                          and root - g.palm_depth - g.housing_length - g.approach_distance
+                          <= x <= root - g.palm_depth)
+            in_thin = (abs(z) <= g.finger_width / 2 and abs(y) <= w / 2 + g.finger_thickness
+                       and root - g.palm_depth - g.approach_clearance - g.approach_distance
+                       <= x <= d)
+            if in_thin and abs(y) < w / 2 and x >= root:
                 inner += 1
-            else:
+            elif in_thin or in_housing:
                 body += 1
         collision.append(body > cfg.collision_tolerance_points)
         empty.append(inner < cfg.empty_min_points)

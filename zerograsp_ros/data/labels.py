@@ -17,8 +17,10 @@ of a generated scene, z up, table top at `table_z`).
 * Grasps (GraspNet convention, see grasp/representation.py): candidates at
   sampled surface points, over a subset of the 300 Fibonacci views, in-plane
   angles and the 4 depth bins. Each candidate is judged by `judge_grasps`:
-  2F-85-like gripper boxes (two fingers, palm, approach clearance) against
-  points sampled densely on every scene mesh plus the table plane, contacts =
+  the gripper body of `grasp.gripper` (default the 2F-85: fingers, housing,
+  swept back along the pick's straight approach from the pre-grasp pose; the
+  same boxes refinement checks) against points sampled densely on every scene
+  mesh plus the table plane, contacts =
   the object points nearest to each finger inside the closing region (normals
   averaged over the points within 2 mm that face that pad), and antipodal force closure: the lowest
   friction coefficient mu at which the contact line lies inside both friction
@@ -36,6 +38,7 @@ import open3d as o3d
 import trimesh
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
 from zerograsp_ros.grasp.representation import (
     GRASPNET_DEPTHS,
     GRASPNET_NUM_ANGLES,
@@ -49,54 +52,6 @@ from zerograsp_ros.grasp.representation import (
 FRICTION_COEFFICIENTS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)
 NO_FORCE_CLOSURE = np.inf  # mu_min of a grasp that is not force-closure at any mu
 PATCH_BAND_M = 0.002       # points this close to a finger's first contact form its contact patch
-
-
-@dataclass(frozen=True)
-class GripperBoxes:
-    """A parallel gripper as boxes in the grasp frame (metres); defaults = Robotiq 2F-85.
-
-    x = approach, y = closing, z = height. Fingertips end at x = depth; the
-    fingers reach back `finger_length`, then the palm, then a clearance box
-    for the wrist/approach path. Same box model and numbers as
-    `grasp.gripper.gripper_preset('robotiq_2f85')` (see `from_model`), so labels,
-    evaluation and refinement judge grasps with one gripper.
-    """
-
-    max_width: float = 0.085       # 2F-85 stroke
-    finger_length: float = 0.055
-    finger_width: float = 0.012    # finger thickness along the closing axis
-    height: float = 0.022          # 2F-85 pads are about 22 mm wide
-    palm_depth: float = 0.02
-    clearance_depth: float = 0.05  # approach path behind the palm must be free
-
-    @classmethod
-    def from_model(cls, model) -> 'GripperBoxes':
-        """From a `grasp.gripper.GripperModel` (e.g. gripper_preset('robotiq_2f85'))."""
-        return cls(max_width=model.max_stroke, finger_length=model.finger_length,
-                   finger_width=model.finger_thickness, height=model.finger_width,
-                   palm_depth=model.palm_depth, clearance_depth=model.approach_clearance)
-
-    def boxes(self, width: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """(N, 4, 2, 3) min/max corners of left finger, right finger, palm, clearance."""
-        width = np.asarray(width, dtype=np.float64).reshape(-1)
-        depth = np.broadcast_to(np.asarray(depth, dtype=np.float64), width.shape)
-        n = len(width)
-        half = width / 2.0
-        outer = half + self.finger_width
-        x_root = depth - self.finger_length
-        x_palm = x_root - self.palm_depth
-        x_clear = x_palm - self.clearance_depth
-        hz = np.full(n, self.height / 2.0)
-        out = np.empty((n, 4, 2, 3))
-        out[:, 0, 0] = np.stack([x_root, half, -hz], 1)
-        out[:, 0, 1] = np.stack([depth, outer, hz], 1)
-        out[:, 1, 0] = np.stack([x_root, -outer, -hz], 1)
-        out[:, 1, 1] = np.stack([depth, -half, hz], 1)
-        out[:, 2, 0] = np.stack([x_palm, -outer, -hz], 1)
-        out[:, 2, 1] = np.stack([x_root, outer, hz], 1)
-        out[:, 3, 0] = np.stack([x_clear, -outer, -hz], 1)
-        out[:, 3, 1] = np.stack([x_palm, outer, hz], 1)
-        return out
 
 
 @dataclass(frozen=True)
@@ -114,7 +69,8 @@ class LabelConfig:
     width_margin: float = 0.005       # finger clearance added to each side of the contacts
     min_mu_for_graspness: float = 0.8  # candidate counts towards graspness if mu_min <= this
     collision_voxel: float = 0.004    # obstacle points are thinned to this spacing
-    gripper: GripperBoxes = field(default_factory=GripperBoxes)
+    # the one 2F-85 body (grasp/gripper.py), swept from the pick's pre-grasp pose
+    gripper: GripperModel = field(default_factory=lambda: gripper_preset('robotiq_2f85'))
 
     def views(self) -> np.ndarray:
         return fibonacci_views(GRASPNET_NUM_VIEWS)[::self.view_stride]
@@ -308,11 +264,11 @@ def _near(points: np.ndarray, centers: np.ndarray, radius: float) -> np.ndarray:
 
 def _slab(points: np.ndarray, R: np.ndarray, t: np.ndarray, half_height: float,
           half_width: float, x_range: tuple[float, float]):
-    """Points inside each grasp's local box, flattened (pose index sorted, point index, x, y)."""
+    """Points inside each grasp's local box, flattened: (pose, point, x, y, z), by pose."""
     m, k = len(points), len(R)
     if m == 0:
         e = np.zeros(0)
-        return e.astype(int), e.astype(int), e, e
+        return e.astype(int), e.astype(int), e, e, e
     # one GEMM for all poses: (M, 3) @ (3, K*3) -> (M, K, 3), then subtract R^T t
     R32 = R.astype(np.float32)
     local = (points.astype(np.float32) @ R32.transpose(1, 0, 2).reshape(3, k * 3)).reshape(m, k, 3)
@@ -320,7 +276,7 @@ def _slab(points: np.ndarray, R: np.ndarray, t: np.ndarray, half_height: float,
     keep = ((np.abs(local[..., 2]) < half_height) & (np.abs(local[..., 1]) < half_width)
             & (local[..., 0] > x_range[0]) & (local[..., 0] < x_range[1]))
     ki, mi = np.nonzero(keep.T)
-    return ki, mi, local[mi, ki, 0], local[mi, ki, 1]
+    return ki, mi, local[mi, ki, 0], local[mi, ki, 1], local[mi, ki, 2]
 
 
 def _first_per_group(group: np.ndarray, key: np.ndarray, count: int) -> np.ndarray:
@@ -352,7 +308,7 @@ def _unit_rows(v: np.ndarray) -> np.ndarray:
 
 
 def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.ndarray,
-                 geometry: SceneGeometry, gripper: GripperBoxes,
+                 geometry: SceneGeometry, gripper: GripperModel,
                  widths: np.ndarray | None = None, width_margin: float = 0.005,
                  chunk: int = 256) -> GraspJudgement:
     """Judge K poses x D depth columns against the scene (same frame as the geometry).
@@ -385,27 +341,27 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
            else np.zeros((0, 3)))
     obj_of = np.concatenate([np.full(len(p), j) for j, p in enumerate(geometry.contact_points)]
                             ) if geometry.contact_points else np.zeros(0, int)
-    reach = gripper.finger_length + gripper.palm_depth + gripper.clearance_depth
-    r_contact = np.sqrt(gripper.finger_length ** 2 + gripper.max_width ** 2 / 4
-                        + gripper.height ** 2 / 4) + 1e-3
-    r_obstacle = np.sqrt(reach ** 2 + (gripper.max_width / 2 + gripper.finger_width) ** 2
-                         + gripper.height ** 2 / 4) + 1e-3
-    half_h = gripper.height / 2.0
+    max_width = gripper.max_stroke
+    reach = gripper.length_behind_tip
+    half_y = float(gripper.half_extent_y(np.float64(max_width)))
+    r_contact = np.sqrt(gripper.finger_length ** 2 + max_width ** 2 / 4
+                        + gripper.finger_width ** 2 / 4) + 1e-3
+    r_obstacle = np.sqrt(reach ** 2 + half_y ** 2 + gripper.half_extent_z ** 2) + 1e-3
+    half_h = gripper.finger_width / 2.0
     for start in range(0, k, chunk):
         sl = slice(start, min(start + chunk, k))
         Rc, tc, dc = R[sl], t[sl], depths[sl]
         kc = len(Rc)
         near = _near(pts, tc, r_contact)
-        ki, mi, x, y = _slab(pts[near], Rc, tc, half_h, gripper.max_width / 2.0,
-                             (dc.min() - gripper.finger_length, dc.max()))
+        ki, mi, x, y, _ = _slab(pts[near], Rc, tc, half_h, max_width / 2.0,
+                                (dc.min() - gripper.finger_length, dc.max()))
         cn, co = nrm[near][mi], obj_of[near][mi]
         near_o = _near(geometry.obstacle_points, tc, r_obstacle)
-        oki, _, ox, oy = _slab(geometry.obstacle_points[near_o], Rc, tc, half_h,
-                               gripper.max_width / 2.0 + gripper.finger_width,
-                               (dc.min() - reach, dc.max()))
+        oki, _, ox, oy, oz = _slab(geometry.obstacle_points[near_o], Rc, tc,
+                                   gripper.half_extent_z, half_y, (dc.min() - reach, dc.max()))
         for col in range(d_cols):
             d = dc[:, col]
-            open_half = (np.full(kc, gripper.max_width / 2.0) if given is None
+            open_half = (np.full(kc, max_width / 2.0) if given is None
                          else given[sl, col] / 2.0)
             inside = ((x > d[ki] - gripper.finger_length) & (x < d[ki])
                       & (np.abs(y) < open_half[ki]))
@@ -417,7 +373,7 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
                 np.where(empty, 0, sel[np.maximum(ir, 0)] if len(sel) else 0)
             mu = np.full(kc, NO_FORCE_CLOSURE)
             obj = np.full(kc, -1)
-            width = (np.full(kc, gripper.max_width) if given is None else given[sl, col].copy())
+            width = (np.full(kc, max_width) if given is None else given[sl, col].copy())
             ok = ~empty
             if ok.any():
                 # contact = the patch each pad touches (points within a small band of the
@@ -440,13 +396,14 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
                 if given is None:
                     span = np.maximum(y[il[ok]], -y[ir[ok]])
                     width[ok] = 2.0 * span + 2.0 * width_margin
-            too_wide = width > gripper.max_width + 1e-9
-            boxes = gripper.boxes(np.minimum(width, gripper.max_width), d)
+            too_wide = width > max_width + 1e-9
+            boxes = gripper.boxes(np.minimum(width, max_width), d)
             collision = too_wide | _table_collision(Rc, tc, boxes, geometry)
             if len(oki):
-                b = boxes[oki]  # (n, 4, 2, 3): test only x, y (all boxes share the z slab)
+                b = boxes[oki]  # (n, 4, 2, 3): open boxes, so a point on a face is free
                 hit = ((ox[:, None] > b[:, :, 0, 0]) & (ox[:, None] < b[:, :, 1, 0])
-                       & (oy[:, None] > b[:, :, 0, 1]) & (oy[:, None] < b[:, :, 1, 1])).any(1)
+                       & (oy[:, None] > b[:, :, 0, 1]) & (oy[:, None] < b[:, :, 1, 1])
+                       & (oz[:, None] > b[:, :, 0, 2]) & (oz[:, None] < b[:, :, 1, 2])).any(1)
                 collision |= np.bincount(oki[hit], minlength=kc) > 0
             res['collision'][sl, col] = collision
             res['empty'][sl, col] = empty
@@ -522,7 +479,7 @@ def label_object_grasps(points: np.ndarray, normals: np.ndarray, object_index: i
         valid=valid)
 
 
-def evaluate_grasp_set(grasps: GraspSet, geometry: SceneGeometry, gripper: GripperBoxes,
+def evaluate_grasp_set(grasps: GraspSet, geometry: SceneGeometry, gripper: GripperModel,
                        ) -> GraspJudgement:
     """Judge predicted grasps with their own widths and depths (evaluation mode)."""
     if len(grasps) == 0:

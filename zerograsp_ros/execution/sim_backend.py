@@ -46,9 +46,13 @@ class _SimPlanningScene:
     PATH_STEP = 0.01   # m between checked poses on a straight line
 
     def _init_scene(self, check_collisions: bool = True) -> None:
+        from dataclasses import replace
+
         from zerograsp_ros.grasp.gripper import gripper_preset
         self.check_collisions = bool(check_collisions)
-        self.gripper_model = gripper_preset('robotiq_2f85')
+        # the body itself at each checked pose: the moves here are checked pose by pose
+        # along their path, so the refinement model's swept approach would count twice
+        self.gripper_model = replace(gripper_preset('robotiq_2f85'), approach_distance=0.0)
         self.scene_objects: dict[str, CollisionMesh] = {}
         self.scene_points: dict[str, np.ndarray] = {}
         self.scene_target: str | None = None

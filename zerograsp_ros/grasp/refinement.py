@@ -4,13 +4,13 @@ How each decision is defined
 ----------------------------
 Everything is in one frame (the grasps' frame, e.g. the camera frame). For a grasp with
 rotation R = [x y z] (x = approach, y = closing), TCP t, width w and depth d, a point p is
-expressed in the gripper frame as q = R^T (p - t). With the gripper model's finger length L,
-finger thickness T (along y), finger width W (along z), palm depth P and approach
-clearance C (`zerograsp_ros.grasp.gripper`), all boxes span |q_z| <= W/2 and:
+expressed in the gripper frame as q = R^T (p - t). The gripper model
+(`zerograsp_ros.grasp.gripper`, finger length L, finger width W along z) defines:
 
-- closing region: d - L <= q_x <= d and |q_y| < w/2 (between the fingers)
-- gripper body: d - L - P - C <= q_x <= d and |q_y| <= w/2 + T, minus the closing region
-  (the two fingers, the palm behind the finger roots and the approach-clearance box)
+- closing region: d - L <= q_x <= d, |q_y| < w/2 and |q_z| <= W/2 (between the fingers)
+- gripper body: the model's boxes (fingers, width-following back box, housing), swept
+  back along x by its approach_distance (the pick's straight approach from the pre-grasp
+  pose), minus the closing region
 
 0. Free-space carving (`use_free_space_check`, only when the depth image of the camera
    whose optical frame the grasps are in is given): a reconstructed point is dropped when
@@ -55,7 +55,7 @@ A grasp is rejected for the first reason that applies, in this order (the keys o
    frame; None = no limit).
 7. ``collision`` (`use_collision_check`): more than `collision_tolerance_points` points of
    the obstacle cloud lie in the gripper body, or (with a table plane) a corner of the
-   palm or clearance box lies below the plane by more than `table_tolerance`. The obstacle
+   swept back box or housing lies below the plane by more than `table_tolerance`. The obstacle
    cloud is every object's reconstruction plus the visible scene points, voxel-downsampled
    at `collision_voxel` (centroid per voxel; 0 disables it).
 8. ``empty`` (`use_collision_check`): fewer than `empty_min_points` obstacle points lie in
@@ -284,12 +284,12 @@ class _Batch:
         self.order = np.argsort(_morton_codes(centre, 0.01), kind='stable')
 
     def scan(self, points: torch.Tensor, widths: torch.Tensor, depths: torch.Tensor,
-             chunk_size: int):
+             chunk_size: int, closing_only: bool = False):
         """Yield (grasp index tensor, point index tensor, q_x, q_y, q_z as (m, n)) per chunk.
 
         Only the m points inside the chunk's world-frame bounding box of the gripper body
-        are passed on (their indices into `points`); the others cannot touch any of the
-        chunk's boxes.
+        (with `closing_only`, of the closing region between the fingers) are passed on
+        (their indices into `points`); the others cannot touch any of the chunk's boxes.
         """
         g = self.gripper
         n_total = len(self.order)
@@ -303,8 +303,12 @@ class _Batch:
         n_chunks = -(-n_total // per_chunk)
         padded = torch.cat([order, order[-1:].expand(n_chunks * per_chunk - n_total)])
         R_all, d_all = self.R[padded], depths[padded]
-        corners = _box_corners(d_all - g.length_behind_tip, d_all,
-                               widths[padded] / 2 + g.finger_thickness, g.finger_width / 2)
+        if closing_only:
+            corners = _box_corners(d_all - g.finger_length, d_all, widths[padded] / 2,
+                                   g.finger_width / 2)
+        else:
+            corners = _box_corners(d_all - g.length_behind_tip, d_all,
+                                   g.half_extent_y(widths[padded]), g.half_extent_z)
         world = torch.einsum('nij,nkj->nki', R_all, corners) + self.t[padded][:, None, :]
         world = world.reshape(n_chunks, per_chunk * 8, 3)
         chunk_lo, chunk_hi = world.amin(1).cpu(), world.amax(1).cpu()
@@ -360,12 +364,17 @@ def _count_body_and_inner(batch: _Batch, points: torch.Tensor, widths, depths, c
         if qx is None:
             continue
         w, d = widths[idx], depths[idx]
-        y_abs = qy.abs()
-        in_outer = ((qz.abs() <= g.finger_width / 2) & (y_abs <= w / 2 + g.finger_thickness)
-                    & (qx >= d - g.length_behind_tip) & (qx <= d))
+        y_abs, z_abs = qy.abs(), qz.abs()
+        in_outer = ((z_abs <= g.finger_width / 2) & (y_abs <= w / 2 + g.finger_thickness)
+                    & (qx >= d - g.finger_length - g.back_length) & (qx <= d))
         between = (y_abs < w / 2) & (qx >= d - g.finger_length)
+        hit = in_outer & ~between
+        if g.has_housing:
+            x_lo, x_hi = g.housing_x_range
+            hit |= ((z_abs <= g.housing_height / 2) & (y_abs <= g.housing_width / 2)
+                    & (qx >= d + x_lo) & (qx <= d + x_hi))
         inner[idx] = (in_outer & between).sum(0)
-        body[idx] = (in_outer & ~between).sum(0)
+        body[idx] = hit.sum(0)
     return body, inner
 
 
@@ -387,7 +396,8 @@ def _contacts(batch: _Batch, points: torch.Tensor, widths, depths, tolerance, ch
     z_right = z_left.clone()
     cos_left = torch.full((n,), -1.0, device=dev)
     cos_right = cos_left.clone()
-    for idx, point_index, qx, qy, qz in batch.scan(points, widths, depths, chunk_size):
+    for idx, point_index, qx, qy, qz in batch.scan(points, widths, depths, chunk_size,
+                                                    closing_only=True):
         if qx is None:
             continue
         w, d = widths[idx], depths[idx]
@@ -439,7 +449,7 @@ def _table_signed_corners(R, t, x_lo, x_hi, y_lo, y_hi, z_half, plane):
 
 
 def _finger_and_body_table_distance(R, t, widths, depths, gripper, plane):
-    """Lowest signed distance of (finger boxes, palm + clearance box) corners to the plane."""
+    """Lowest signed distance of (finger boxes, rest of the swept body) corners to the plane."""
     g = gripper
     tip_root = depths - g.finger_length
     outer = widths / 2 + g.finger_thickness
@@ -447,8 +457,13 @@ def _finger_and_body_table_distance(R, t, widths, depths, gripper, plane):
                                  g.finger_width / 2, plane)
     right = _table_signed_corners(R, t, tip_root, depths, widths / 2, outer,
                                   g.finger_width / 2, plane)
-    back = _table_signed_corners(R, t, depths - g.length_behind_tip, tip_root, -outer, outer,
+    back = _table_signed_corners(R, t, tip_root - g.back_length, tip_root, -outer, outer,
                                  g.finger_width / 2, plane)
+    if g.has_housing:
+        x_lo, x_hi = g.housing_x_range
+        half = torch.full_like(widths, g.housing_width / 2)
+        back = torch.minimum(back, _table_signed_corners(
+            R, t, depths + x_lo, depths + x_hi, -half, half, g.housing_height / 2, plane))
     return torch.minimum(left, right), back
 
 

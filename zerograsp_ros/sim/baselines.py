@@ -240,7 +240,7 @@ def antipodal_grasps(frame: RGBDFrame, num_samples: int = 80,
     d = np.tile(np.asarray(depths, dtype=np.float64), m)
     candidates = _grasps(R, t, np.full(len(t), gripper.max_stroke), d, np.zeros(len(t)))
     # Obstacles: the cloud near the objects only (the far table cannot touch the gripper).
-    reach = gripper.finger_length + gripper.palm_depth + gripper.approach_clearance + 0.05
+    reach = gripper.length_behind_tip + 0.05
     near = np.all((pts > obj.min(0) - reach) & (pts < obj.max(0) + reach), axis=1)
     cfg = RefinementConfig(collision_tolerance_points=2, empty_min_points=10)
     masks = check_collisions(candidates, pts[near], gripper, cfg, table_plane=plane)
@@ -335,8 +335,9 @@ def oracle_grasps(scene, T_world_camera: np.ndarray, rng: np.random.Generator | 
                               config.gripper, width_margin=config.width_margin)
         ok = judged.success_at(FRICTION_COEFFICIENTS[-1]) & (judged.object_index == j)
         quality = np.where(ok, quality_from_mu(np.where(ok, judged.mu_min, np.inf)), -1.0)
-        # on ties (many grasps reach quality 1): deeper, then closer to top-down (the
-        # judge's thin gripper model does not see the housing sweeping near neighbours)
+        # on ties (many grasps reach quality 1): deeper, then closer to top-down (the judge
+        # checks the housing swept from the pre-grasp pose; top-down still leaves the
+        # most room for the arm, which it does not model)
         down = np.clip(-R[:, 2, 0], 0.0, 1.0)[:, None]
         score = quality + (1e-3 * np.arange(len(depths))[None, :] + 5e-3 * down) * ok
         flat = np.argmax(score, axis=1)
