@@ -366,6 +366,13 @@ def test_moveit_adapter_workspace_and_bad_requests():
     nan.translations[0, 1] = np.nan
     result = seq.run(PickTarget(nan, CAMERA, objects))
     assert result.failed_stage == 'request' and 'NaN' in result.message
+    # fuzz_services found negative widths planned (the opening margin hid them)
+    for field, name in ((lambda g: g.widths, 'width'), (lambda g: g.depths, 'depth')):
+        negative = grasps.subset([0])
+        field(negative)[0] = -0.01
+        result = seq.run(PickTarget(negative, CAMERA, objects))
+        assert result.failed_stage == 'request', result.message
+        assert f'negative {name} (-0.0100 m)' in result.message
     assert 'plan' not in fake.names()
 
 
@@ -810,6 +817,11 @@ def test_ros_bad_requests_answer_clearly_and_the_node_keeps_serving(ros):
         req.grasp.pose.orientation.w = 0.0                 # zero quaternion
         res = call(ros, PickObject, service, req)
         assert not res.success and res.failed_stage == 'request' and 'quaternion' in res.message
+        req.grasp.pose.orientation.w = 1.0
+        req.grasp.width = -0.01                            # fuzz_services: was planned
+        res = call(ros, PickObject, service, req)
+        assert not res.success and res.failed_stage == 'request'
+        assert 'negative width' in res.message
         req = PickObject.Request()
         req.object_id = 0
         res = call(ros, PickObject, service, req)

@@ -249,6 +249,11 @@ class PickSequence:
         if not grasps.finite_mask().all():
             bad = int(np.flatnonzero(~grasps.finite_mask())[0])
             raise self._fail('request', f'grasp {bad} has a NaN/inf pose, width or depth')
+        for name, values in (('width', grasps.widths), ('depth', grasps.depths)):
+            if (values < 0).any():     # Grasp.msg: both are distances >= 0
+                bad = int(np.flatnonzero(values < 0)[0])
+                raise self._fail('request', f'grasp {bad} has a negative {name} '
+                                 f'({float(values[bad]):.4f} m); Grasp.msg {name} is >= 0')
         known = sorted(set(int(i) for i in grasps.object_ids)
                        | set(int(o.object_id) for o in target.objects))
         if target.object_id != -1:
