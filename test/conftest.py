@@ -41,3 +41,13 @@ def ros_domain(request):
         os.environ.pop('ROS_DOMAIN_ID', None)
     else:
         os.environ['ROS_DOMAIN_ID'] = old
+
+
+@pytest.fixture(scope='module')
+def rclpy_initialised(ros_domain):
+    """rclpy's default context, initialised for one test module (in-process node tests)."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.shutdown()

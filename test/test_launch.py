@@ -120,6 +120,29 @@ def test_bringup_runs_the_same_graph_as_the_launch_file():
     assert bad.returncode == 1 and 'needs a replay directory' in bad.stderr
 
 
+def _predict_until(node, client, timeout, done=lambda response: response.success):
+    """Call /predict_grasps (refine=False) once a second until done(answer) or timeout.
+
+    The graph answers before its first frame arrived ('no recent frame'); the last
+    answer comes back either way.
+    """
+    import time
+
+    import rclpy
+
+    from zerograsp_ros.srv import PredictGrasps
+
+    deadline = time.monotonic() + timeout
+    while True:
+        future = client.call_async(PredictGrasps.Request(refine=False))
+        rclpy.spin_until_future_complete(node, future, timeout_sec=180.0)
+        response = future.result()
+        assert response is not None, '/predict_grasps did not answer within 180 s'
+        if done(response) or time.monotonic() > deadline:
+            return response
+        time.sleep(1.0)
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_launch_free_pick_scene_runs_on_the_simulated_cell(ros_domain, tmp_path):
@@ -163,14 +186,9 @@ def test_launch_free_pick_scene_runs_on_the_simulated_cell(ros_domain, tmp_path)
             assert node.create_client(srv, name).wait_for_service(timeout_sec=60.0), name
         client = node.create_client(PredictGrasps, '/predict_grasps')
         assert client.wait_for_service(timeout_sec=60.0)
-        while True:  # the first sim frame may still be on its way
-            future = client.call_async(PredictGrasps.Request(refine=False))
-            rclpy.spin_until_future_complete(node, future, timeout_sec=180.0)
-            response = future.result()
-            if response.success or 'no recent frame' not in response.message \
-                    or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
+        # the first sim frame may still be on its way
+        response = _predict_until(node, client, max(0.0, deadline - time.monotonic()),
+                                  lambda r: r.success or 'no recent frame' not in r.message)
         # A simulated frame went camera_node -> segmentation -> the model (random weights
         # may propose nothing: that is a clear answer too, not a missing frame or a crash).
         assert 'no recent frame' not in response.message
@@ -260,14 +278,7 @@ def test_bringup_respawns_the_graph_after_it_is_killed(ros_domain, tmp_path):
         node = rclpy.create_node('respawn_probe')
         client = node.create_client(PredictGrasps, '/predict_grasps')
         assert client.wait_for_service(timeout_sec=120.0)
-        deadline = time.monotonic() + 180
-        while True:
-            future = client.call_async(PredictGrasps.Request(refine=False))
-            rclpy.spin_until_future_complete(node, future, timeout_sec=120.0)
-            response = future.result()
-            if response.success or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
+        response = _predict_until(node, client, 180)
         assert response.success, response.message
         node.destroy_node()
     finally:
@@ -387,18 +398,9 @@ def test_launch_arguments_reach_the_nodes_parameters(launch_file, args, expected
         for srv, name in services:
             assert node.create_client(srv, name).wait_for_service(timeout_sec=120.0), name
         if launch_file == 'perception.launch.py':   # replay frames reach /predict_grasps
-            import time
-
             client = node.create_client(PredictGrasps, '/predict_grasps')
             assert client.wait_for_service(timeout_sec=120.0)
-            deadline = time.monotonic() + 120
-            while True:
-                future = client.call_async(PredictGrasps.Request(refine=False))
-                rclpy.spin_until_future_complete(node, future, timeout_sec=120.0)
-                response = future.result()
-                if response.success or time.monotonic() > deadline:
-                    break
-                time.sleep(1.0)
+            response = _predict_until(node, client, 120)
             assert response.success, response.message
             _kill_and_wait_for_respawn(node, launched)
         node.destroy_node()

@@ -1,27 +1,15 @@
 """Single nodes in process over real DDS: camera pairing, markers, parameter validation."""
 from pathlib import Path
+import sys
 import time
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from support.ros_helpers import FakeRealsense, spin_until  # noqa: E402
+
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope='module')
-def ros(ros_domain):
-    import rclpy
-
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-def _spin_until(executor, predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
 
 
 def _image_pair(stamp, width=64, height=48, depth_mm=600):
@@ -34,79 +22,47 @@ def _image_pair(stamp, width=64, height=48, depth_mm=600):
     return color, depth
 
 
-def test_camera_node_pairs_realsense_topics_by_stamp_and_drops_bad_frames(ros):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+def test_camera_node_pairs_realsense_topics_by_stamp_and_drops_bad_frames(rclpy_initialised):
     from rclpy.parameter import Parameter
-    from sensor_msgs.msg import CameraInfo, Image
 
     from zerograsp_ros.geometry.camera import CameraIntrinsics
-    from zerograsp_ros.msg import RGBDFrame
     from zerograsp_ros.nodes.camera_node import CameraNode
-    from zerograsp_ros.nodes.common import FRAME_QOS, RGBD_FRAME_TOPIC
-    from zerograsp_ros.nodes.conversions import (
-        intrinsics_to_camera_info,
-        make_header,
-        rgbd_msg_to_frame,
-        stamp_to_seconds,
-    )
+    from zerograsp_ros.nodes.conversions import rgbd_msg_to_frame, stamp_to_seconds
 
     camera = CameraNode(parameter_overrides=[Parameter('sync_tolerance', value=0.01)])
-    driver = rclpy.create_node('fake_realsense')
-    pub_color = driver.create_publisher(Image, '/camera/camera/color/image_raw', 5)
-    pub_depth = driver.create_publisher(
-        Image, '/camera/camera/aligned_depth_to_color/image_raw', 5)
-    pub_info = driver.create_publisher(CameraInfo, '/camera/camera/color/camera_info', 5)
-    frames = []
-    driver.create_subscription(RGBDFrame, RGBD_FRAME_TOPIC, frames.append, FRAME_QOS)
-    executor = SingleThreadedExecutor()
-    for n in (camera, driver):
-        executor.add_node(n)
+    driver = FakeRealsense(camera)
+    frames = driver.frames
     try:
-        assert _spin_until(executor, lambda: pub_color.get_subscription_count() > 0
-                           and pub_info.get_subscription_count() > 0
-                           and driver.count_publishers(RGBD_FRAME_TOPIC) > 0)
-        info = intrinsics_to_camera_info(CameraIntrinsics(60.0, 60.0, 32.0, 24.0, 64, 48),
-                                         make_header('camera_color_optical_frame', 0.0))
-        pub_info.publish(info)
-        _spin_until(executor, lambda: camera.camera_info is not None)
+        driver.connect(CameraIntrinsics(60.0, 60.0, 32.0, 24.0, 64, 48))
         # depth 5 ms after colour: within tolerance -> one frame with the colour stamp
         color, depth = _image_pair(100.000)
         _, depth_late = _image_pair(100.005)
-        pub_color.publish(color)
-        pub_depth.publish(depth_late)
-        assert _spin_until(executor, lambda: len(frames) == 1)
+        driver.publish(color, depth_late)
+        assert driver.spin_until(lambda: len(frames) == 1)
         assert stamp_to_seconds(frames[0].header.stamp) == pytest.approx(100.0)
         frame = rgbd_msg_to_frame(frames[0])
         assert np.allclose(frame.depth, 0.6) and frame.intrinsics.fx == 60.0
         # 50 ms apart: no pair
         color, _ = _image_pair(101.0)
         _, depth = _image_pair(101.05)
-        pub_color.publish(color)
-        pub_depth.publish(depth)
-        _spin_until(executor, lambda: len(frames) > 1, timeout=1.5)
+        driver.publish(color, depth)
+        driver.spin_until(lambda: len(frames) > 1, timeout=1.5)
         assert len(frames) == 1
         # colour size differs from depth: reported, counted, not published
-        color, depth = _image_pair(102.0, width=32, height=24)
-        pub_color.publish(color)
-        pub_depth.publish(depth)
-        assert _spin_until(executor, lambda: camera.rejected == 1)
+        driver.publish(*_image_pair(102.0, width=32, height=24))
+        assert driver.spin_until(lambda: camera.rejected == 1)
         assert 'does not match depth size' in camera.last_problem
         # the newest matching pair wins over an older unmatched colour
         for stamp in (103.0, 103.2):
-            c, d = _image_pair(stamp)
-            pub_color.publish(c)
-            pub_depth.publish(d)
-        assert _spin_until(executor, lambda: len(frames) == 3)
+            driver.publish(*_image_pair(stamp))
+        assert driver.spin_until(lambda: len(frames) == 3)
         assert [round(stamp_to_seconds(f.header.stamp), 3) for f in frames[1:]] == \
             [103.0, 103.2]
     finally:
-        executor.shutdown()
-        camera.destroy_node()
-        driver.destroy_node()
+        driver.close()
 
 
-def test_camera_node_replay_publishes_the_recorded_frame(ros, tmp_path):
+def test_camera_node_replay_publishes_the_recorded_frame(rclpy_initialised, tmp_path):
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -136,8 +92,8 @@ def test_camera_node_replay_publishes_the_recorded_frame(ros, tmp_path):
     for n in (camera, probe):
         executor.add_node(n)
     try:
-        assert _spin_until(executor, lambda: camera.published == 2)
-        _spin_until(executor, lambda: len(frames) == 2, timeout=3.0)
+        assert spin_until(executor, lambda: camera.published == 2)
+        spin_until(executor, lambda: len(frames) == 2, timeout=3.0)
         assert len(frames) >= 1
         frame = rgbd_msg_to_frame(frames[0])
         np.testing.assert_array_equal(frame.rgb, recorded.rgb)
@@ -151,7 +107,7 @@ def test_camera_node_replay_publishes_the_recorded_frame(ros, tmp_path):
         probe.destroy_node()
 
 
-def test_bad_parameters_stop_a_node_with_the_parameter_named(ros, tmp_path):
+def test_bad_parameters_stop_a_node_with_the_parameter_named(rclpy_initialised, tmp_path):
     from rclpy.parameter import Parameter
 
     from zerograsp_ros.errors import InputError
@@ -178,7 +134,7 @@ def test_bad_parameters_stop_a_node_with_the_parameter_named(ros, tmp_path):
                                        Parameter('device', value='cpu')])
 
 
-def test_visualization_markers_meshes_and_scored_grippers(ros):
+def test_visualization_markers_meshes_and_scored_grippers(rclpy_initialised):
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import PointCloud2
@@ -225,11 +181,11 @@ def test_visualization_markers_meshes_and_scored_grippers(ros):
     for node in (viz, source, late):
         executor.add_node(node)
     try:
-        assert _spin_until(executor, lambda: viz.published >= 2)
+        assert spin_until(executor, lambda: viz.published >= 2)
         late.create_subscription(MarkerArray, MARKERS_TOPIC, arrays.append, LATCHED_QOS)
         late.create_subscription(PointCloud2, RECONSTRUCTION_CLOUD_TOPIC, clouds.append,
                                  LATCHED_QOS)
-        assert _spin_until(executor, lambda: arrays and clouds)
+        assert spin_until(executor, lambda: arrays and clouds)
         markers = arrays[-1].markers
         assert markers[0].action == Marker.DELETEALL
         meshes = [m for m in markers if m.type == Marker.TRIANGLE_LIST]
@@ -251,7 +207,8 @@ def test_visualization_markers_meshes_and_scored_grippers(ros):
             node.destroy_node()
 
 
-def test_grasp_node_continuous_mode_publishes_while_frames_keep_flowing(ros, tmp_path):
+def test_grasp_node_continuous_mode_publishes_while_frames_keep_flowing(rclpy_initialised,
+                                                                      tmp_path):
     """Inference runs in its own callback group: frames arrive during it; results are published."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -292,10 +249,10 @@ def test_grasp_node_continuous_mode_publishes_while_frames_keep_flowing(ros, tmp
     for n in (node, camera):
         executor.add_node(n)
     try:
-        assert _spin_until(executor, lambda: node.predictions >= 1 and results, timeout=120)
+        assert spin_until(executor, lambda: node.predictions >= 1 and results, timeout=120)
         before = node.frames_received
         started = time.monotonic()
-        assert _spin_until(executor, lambda: node.predictions >= 2, timeout=120)
+        assert spin_until(executor, lambda: node.predictions >= 2, timeout=120)
         elapsed = time.monotonic() - started
         # 10 Hz camera: frames kept arriving while the second prediction ran.
         assert node.frames_received - before >= max(1, int(0.4 * 10 * elapsed))
