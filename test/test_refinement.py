@@ -747,3 +747,28 @@ def test_empty_grasp_set_is_not_an_error():
     assert len(res.grasps) == 0 and sum(res.rejection_counts.values()) == 0
     assert check_collisions(GraspSet.empty(), BOX)['collision'].shape == (0,)
     assert grasp_nms(GraspSet.empty()).shape == (0,)
+
+
+# ----------------------------------------------------------------------------- recorded
+
+def test_decisions_match_the_recording_of_the_unsplit_refinement():
+    """Every public call decides as the refinement did before its split (#17).
+
+    Recorded in test/fixtures/refinement_decisions.npz by test/support/refinement_decisions.py.
+    """
+    from pathlib import Path
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from support.refinement_decisions import FIXTURE, decisions
+
+    recorded = np.load(FIXTURE)
+    inputs = {k[3:]: recorded[k] for k in recorded.files if k.startswith('in_')}
+    now = decisions(inputs)
+    expected = {k[4:]: recorded[k] for k in recorded.files if k.startswith('out_')}
+    assert set(now) == set(expected)
+    for key, value in expected.items():
+        if value.dtype.kind == 'f':
+            np.testing.assert_allclose(now[key], value, rtol=0, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(now[key], value, err_msg=key)
