@@ -261,21 +261,29 @@ class Client:
         while time.monotonic() < deadline:
             self.executor.spin_once(timeout_sec=0.05)
 
-    def call_many(self, which, requests, timeout=ANSWER_TIMEOUT):
-        """All requests at once, each from its own client: [(response | None, seconds)]."""
+    def call_many(self, which, requests, timeout=ANSWER_TIMEOUT, stagger=0.0):
+        """All requests at once (or `stagger` s apart), each from its own client.
+
+        [(response | None, seconds from its own sending)].
+        """
         srv_type, name = self.types[which]
         clients = [self.node.create_client(srv_type, name) for _ in requests]
         try:
             for c in clients:
                 assert c.wait_for_service(timeout_sec=30.0), f'{name} is not available'
             start = time.monotonic()
-            futures = [c.call_async(r) for c, r in zip(clients, requests)]
+            futures, sent_at = [], []
+            for c, r in zip(clients, requests):
+                if futures and stagger:
+                    self.spin_for(stagger)
+                sent_at.append(time.monotonic())
+                futures.append(c.call_async(r))
             done_at = [None] * len(futures)
             while time.monotonic() - start < timeout and None in done_at:
                 self.executor.spin_once(timeout_sec=0.05)
                 for i, f in enumerate(futures):
                     if done_at[i] is None and f.done():
-                        done_at[i] = time.monotonic() - start
+                        done_at[i] = time.monotonic() - sent_at[i]
             out = []
             for c, f, t in zip(clients, futures, done_at):
                 if t is None:
@@ -1118,6 +1126,33 @@ def test_hostile_requests_are_refused_fast_with_their_cause(client, servers, tal
         assert '\x1b' not in response.message
         report[name] = {'seconds': round(seconds, 3), 'message': response.message[:120]}
     tally.sections['hostile_requests'] = report
+    assert_alive(servers)
+
+
+def test_a_hostile_request_does_not_wait_for_the_busy_model(client, servers, tally):
+    """The id-count and size checks run before a request queues for the model.
+
+    Issue 16: a many-ids request held the one-at-a-time service and every other client
+    waited behind it; a flood of them would also fill the bounded queue. Now it is
+    refused while a valid request still runs on the model.
+    """
+    from zerograsp_ros.srv import PredictGrasps
+
+    many, cause = next((r, c) for name, r, c in _hostile_cases() if name == 'many_ids_10000')
+    stagger = 0.5
+    (valid, t_valid), (hostile, t_hostile) = client.call_many(
+        'predict', [PredictGrasps.Request(frame=sample_msg(), refine=True), many],
+        stagger=stagger)
+    tally.record('predict_grasps', hostile, t_hostile, ['hostile_while_busy'])
+    assert_answer(valid, t_valid, 'valid request')
+    assert_answer(hostile, t_hostile, 'many ids while busy', bound=FAST_FAIL)
+    assert not hostile.success and cause in hostile.message, hostile.message
+    if t_valid <= stagger:
+        pytest.skip(f'the valid request took only {t_valid:.2f} s: nothing to overlap with')
+    assert stagger + t_hostile < t_valid, \
+        f'refused after {t_hostile:.2f} s, the model finished after {t_valid:.2f} s: it waited'
+    tally.sections['hostile_while_busy'] = {'valid_seconds': round(t_valid, 3),
+                                            'hostile_seconds': round(t_hostile, 3)}
     assert_alive(servers)
 
 

@@ -224,6 +224,9 @@ class GraspNode(Node):
             check_frame_size(request.frame, self.limits)
         if not masks_msg_is_empty(request.masks):
             check_mask_scores(request.masks)
+            # Decoded again under the model, but counted here too: label images with
+            # thousands of ids never take a queue place from valid requests.
+            check_label_counts(masks_msg_to_labels(request.masks), self.limits)
 
     def _check_inputs(self, frame_msg, masks_msg) -> None:
         """The selected inputs (also the camera's latest frame) within the limits."""
