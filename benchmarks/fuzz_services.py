@@ -53,6 +53,11 @@ FOUND_AND_FIXED = [
      'fix': 'limits.max_object_extent (0.4 m, 1st-99th percentile span of an object\'s '
             'points): such masks are refused before the network '
             '(request_limits.check_object_extent)'},
+    {'run': 'chunks 1-17 (8,500 requests), 2026-12-02',
+     'bug': "5 /pick explicit dry runs with a negative grasp width (-0.01 m) were planned "
+            "('accepted_malformed': 5): the opening margin (+0.02 m) hid the sign",
+     'fix': "PickSequence refuses a negative width or depth at the 'request' stage "
+            '(execution/pick.py); chunks 18-20 ran with the fix: 19 refused, none accepted'},
 ]
 
 
@@ -274,6 +279,8 @@ def main(argv=None):
     if chunks_done >= n_chunks:
         print(f'{out}: all {n_chunks} chunks done')
         return 0
+    # A private DDS domain: other graphs on this machine serve /predict_grasps too.
+    os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', PYTHONUNBUFFERED='1',
                OMP_NUM_THREADS='1')
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
