@@ -294,6 +294,25 @@ def test_bringup_respawns_the_graph_after_it_is_killed(ros_domain, tmp_path):
             'zombie' in Path(f'/proc/{pid}/status').read_text()
 
 
+@pytest.mark.ros
+def test_bringup_with_a_missing_checkpoint_stops_with_its_path(ros_domain, tmp_path):
+    """checkpoint:=/nonexistent.pt used to load the default checkpoint (issue 16).
+
+    `bringup` is what runs without `launch`: it must stop, name the path and not respawn.
+    """
+    missing = tmp_path / 'nonexistent.pt'
+    done = subprocess.run(
+        [sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--perception-only',
+         '--camera-source', 'replay', '--replay-dir', str(REPO / 'samples' / 'tabletop'),
+         '--checkpoint', str(missing), '--device', 'cpu', '--no-visualization'],
+        capture_output=True, text=True, timeout=240, cwd=str(REPO),
+        env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-3000:]
+    assert f'cannot start grasp_node: checkpoint {missing} does not exist' in out, out[-3000:]
+    assert 'not respawning' in out and out.count('[bringup] running') <= 1, out[-3000:]
+
+
 # --------------------------------------------------------------------------- launch arguments
 # Real launches (robot PC, or a venv with `launch`/`launch_ros` built from source): every
 # argument must reach the node that owns the parameter (issue 16: config/perception.yaml's
@@ -303,7 +322,8 @@ def _require_launch():
     if not _launch_installed():
         pytest.skip('the ROS 2 `launch`/`launch_ros` packages are not installed here (robot PC '
                     'only); the argument plumbing is checked without them by '
-                    'test_request_limits.py::test_launch_values_are_written_under_the_node_name')
+                    'test_request_limits.py::'
+                    'test_launch_values_are_written_under_the_node_name_not_the_wildcard')
 
 
 class _Launch:
