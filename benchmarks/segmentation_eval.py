@@ -52,7 +52,7 @@ FIGURE_SCENES = 4
 def render_eval_frame(seed: int, layout: str, split: str, objects: int):
     """(frame with GT labels, depth-tare scale) of one scene seen by the cell's camera."""
     from zerograsp_ros.perception.depth_tare import table_plane_in_camera, tare_frame
-    from zerograsp_ros.sim.cell import load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
     from zerograsp_ros.sim.scene import generate_scene, render_rgbd
 
     cfg = load_sim_cell_config()

@@ -17,7 +17,7 @@ from zerograsp_ros.perception.depth_tare import (
 def scene_view():
     """A val-split pile rendered without noise by the cell's camera, and its table plane."""
     from zerograsp_ros.sim import scene as scn
-    from zerograsp_ros.sim.cell import load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
     cfg = load_sim_cell_config()
     scene = scn.generate_scene(2001, 4, 'pile', 'val')
     frame = scn.render_rgbd(scene, cfg.intrinsics, cfg.T_world_camera, np.random.default_rng(0),
@@ -55,7 +55,7 @@ def test_tare_undoes_a_whole_image_depth_scale(scene_view, scale):
 
 def test_tare_recovers_the_cells_own_scale_noise():
     from zerograsp_ros.sim import scene as scn
-    from zerograsp_ros.sim.cell import load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
     cfg = load_sim_cell_config()
     plane = table_plane_in_camera(cfg.T_world_camera)
     scene = scn.generate_scene(2002, 3, 'packed', 'val')

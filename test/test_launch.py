@@ -397,7 +397,7 @@ def test_launch_arguments_reach_the_nodes_parameters(launch_file, args, expected
 
     import rclpy
 
-    from zerograsp_ros.nodes.graph import default_checkpoint
+    from zerograsp_ros.resources import default_checkpoint
 
     copy = tmp_path / 'my_checkpoint.pt'       # not the default: the argument must win
     shutil.copy(default_checkpoint(), copy)

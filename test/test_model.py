@@ -7,6 +7,7 @@ import torch
 
 from zerograsp_ros.errors import CheckpointError, InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics
+from zerograsp_ros.geometry.meshing import mesh_from_points
 from zerograsp_ros.geometry.rgbd import RGBDFrame
 from zerograsp_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from zerograsp_ros.model.config import preset
@@ -26,7 +27,6 @@ from zerograsp_ros.model.network import (
 from zerograsp_ros.model.occlusion import occlusion_flags
 from zerograsp_ros.model.synthetic import Box, render_boxes, table_sample, table_scene
 from zerograsp_ros.model.transformer import MultiObjectEncoder, RopeAttention
-from zerograsp_ros.perception.meshing import mesh_from_points
 
 CPU = preset('cpu')
 SMALL_INTR = CameraIntrinsics.d435(320, 240)

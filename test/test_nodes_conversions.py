@@ -239,7 +239,7 @@ def test_transform_stamped_round_trips_rigid_transforms():
         transform_stamped_from_matrix,
         transform_stamped_to_matrix,
     )
-    from zerograsp_ros.sim.cell import cell_static_transforms, load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import cell_static_transforms, load_sim_cell_config
 
     rng = np.random.default_rng(3)
     cases = [(p, c, T) for p, c, T in cell_static_transforms(load_sim_cell_config())]
@@ -261,11 +261,14 @@ def test_transform_stamped_round_trips_rigid_transforms():
         back_parent, back_child, back = transform_stamped_to_matrix(msg)
         assert (back_parent, back_child) == (parent, child)
         np.testing.assert_allclose(back, T, atol=1e-5)
-    with pytest.raises(InputError, match='not a rigid transform'):
+    with pytest.raises(InputError, match='not orthonormal'):
         transform_stamped_from_matrix(np.diag([2.0, 1.0, 1.0, 1.0]), 'a', 'b', 0.0)
     with pytest.raises(InputError, match='finite 4x4'):
         transform_stamped_from_matrix(np.full((4, 4), np.nan), 'a', 'b', 0.0)
     msg = transform_stamped_from_matrix(np.eye(4), 'a', 'b', 0.0)
     msg.transform.rotation.w = 0.0
+    with pytest.raises(InputError, match='a -> b: orientation is a zero quaternion'):
+        transform_stamped_to_matrix(msg)
+    msg.transform.rotation.w = 2.0
     with pytest.raises(InputError, match='non-unit quaternion'):
         transform_stamped_to_matrix(msg)

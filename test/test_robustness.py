@@ -639,8 +639,9 @@ def refine_requests(draw):
         g0.pose.orientation.x, g0.pose.orientation.y = v, 0.0
         g0.pose.orientation.z, g0.pose.orientation.w = 0.0, 0.0
         causes.append('quaternion')
-    elif gd == 'unnormalised_quaternion':
+    elif gd == 'unnormalised_quaternion':   # one tolerance policy: geometry/transforms.py
         g0.pose.orientation.w *= 1e6
+        causes.append('quaternion')
     elif gd == 'huge_position':
         g0.pose.position.x = 1e30
     elif gd == 'negative_width':

@@ -213,7 +213,7 @@ def test_capture_sees_the_scene_from_the_configured_camera(cell):
 def test_static_transforms_chain_to_the_camera_that_renders_the_images(cell):
     from dataclasses import replace
 
-    from zerograsp_ros.sim.cell import cell_static_transforms
+    from zerograsp_ros.sim.cell_config import cell_static_transforms
 
     transforms = cell_static_transforms(cell.config)
     assert [(parent, child) for parent, child, _ in transforms] == [
@@ -444,7 +444,7 @@ def test_sim_cell_node_latches_static_tf_from_base_to_camera(ros_domain):
     from rclpy.time import Time
 
     from zerograsp_ros.nodes.conversions import transform_stamped_to_matrix
-    from zerograsp_ros.sim.cell import load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
 
     config = load_sim_cell_config()
     node_proc = _start_sim_cell_node(ros_domain, 'publish_rate_hz:=1.0', 'num_objects:=1')

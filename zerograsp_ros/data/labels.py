@@ -38,6 +38,7 @@ import open3d as o3d
 import trimesh
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
 from zerograsp_ros.grasp.representation import (
     GRASPNET_DEPTHS,
@@ -70,7 +71,7 @@ class LabelConfig:
     min_mu_for_graspness: float = 0.8  # candidate counts towards graspness if mu_min <= this
     collision_voxel: float = 0.004    # obstacle points are thinned to this spacing
     # the one 2F-85 body (grasp/gripper.py), swept from the pick's pre-grasp pose
-    gripper: GripperModel = field(default_factory=lambda: gripper_preset('robotiq_2f85'))
+    gripper: GripperModel = field(default_factory=lambda: gripper_preset(DEFAULT_GRIPPER))
 
     def views(self) -> np.ndarray:
         return fibonacci_views(GRASPNET_NUM_VIEWS)[::self.view_stride]

@@ -34,7 +34,7 @@ CELL_EYE_JITTER_M = 0.08
 
 def cell_camera_pose() -> np.ndarray:
     """T_world_camera of the simulated cell (config/sim_cell.yaml)."""
-    from zerograsp_ros.sim.cell import load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
     return np.asarray(load_sim_cell_config().T_world_camera, dtype=np.float64)
 
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import os
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from zerograsp_ros.errors import InputError
 from zerograsp_ros.execution.backends import (
     CollisionBox,
     CollisionMesh,
@@ -40,6 +40,7 @@ from zerograsp_ros.execution.backends import (
 )
 from zerograsp_ros.execution.knuckle_monitor import KnuckleMonitor
 from zerograsp_ros.execution.robot import RobotPreset
+from zerograsp_ros.geometry.transforms import matrix_to_pose, pose_to_matrix
 
 # GoalStatus values of action_msgs (kept here so the module imports without ROS).
 STATUS_SUCCEEDED, STATUS_ABORTED = 4, 6
@@ -126,22 +127,14 @@ def joint_state_subscription(node, topic: str, callback, callback_group=None):
                                     callback_group=callback_group)
 
 
-def matrix_to_pose(api: MoveItApi, T: np.ndarray):
+def pose_msg(api: MoveItApi, T: np.ndarray):
+    """4x4 -> the API's geometry_msgs/Pose (maths: geometry.transforms)."""
     pose = api.Pose()
-    q = Rotation.from_matrix(np.asarray(T)[:3, :3]).as_quat()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in np.asarray(T)[:3, 3])
+    position, q = matrix_to_pose(T)
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = \
         (float(v) for v in q)
     return pose
-
-
-def transform_to_matrix(transform) -> np.ndarray:
-    """geometry_msgs/Transform -> 4x4."""
-    T = np.eye(4)
-    r, t = transform.rotation, transform.translation
-    T[:3, :3] = Rotation.from_quat([r.x, r.y, r.z, r.w]).as_matrix()
-    T[:3, 3] = [t.x, t.y, t.z]
-    return T
 
 
 def _store_acm(scene, acm) -> None:
@@ -207,7 +200,12 @@ class MoveItBackend(ExecutionBackend):
             raise ExecutionError(f'no TF {target_frame} <- {source_frame}: {exc} (publish the '
                                  f'hand-eye calibration as a static TF {target_frame} -> '
                                  'camera_link; the camera driver publishes the rest)') from exc
-        return transform_to_matrix(stamped.transform)
+        t, r = stamped.transform.translation, stamped.transform.rotation
+        try:
+            return pose_to_matrix([t.x, t.y, t.z], [r.x, r.y, r.z, r.w],
+                                  f'TF {target_frame} <- {source_frame}')
+        except InputError as exc:
+            raise ExecutionError(str(exc)) from exc
 
     # ----------------------------------------------------------------- planning scene
     def _collision_object(self, name: str, operation):
@@ -225,8 +223,8 @@ class MoveItBackend(ExecutionBackend):
         mesh.triangles = [self.api.MeshTriangle(vertex_indices=[int(a), int(b), int(c)])
                           for a, b, c in obj.faces]
         co.meshes = [mesh]
-        co.mesh_poses = [matrix_to_pose(self.api, np.eye(4))]  # vertices are in the base frame
-        co.pose = matrix_to_pose(self.api, np.eye(4))
+        co.mesh_poses = [pose_msg(self.api, np.eye(4))]  # vertices are in the base frame
+        co.pose = pose_msg(self.api, np.eye(4))
         return co
 
     def box_object(self, box: CollisionBox):
@@ -235,8 +233,8 @@ class MoveItBackend(ExecutionBackend):
         prim.type = self.api.SolidPrimitive.BOX
         prim.dimensions = [float(v) for v in box.size]
         co.primitives = [prim]
-        co.primitive_poses = [matrix_to_pose(self.api, np.eye(4))]
-        co.pose = matrix_to_pose(self.api, box.pose)
+        co.primitive_poses = [pose_msg(self.api, np.eye(4))]
+        co.pose = pose_msg(self.api, box.pose)
         return co
 
     def update_planning_scene(self, objects: list[CollisionMesh], table: CollisionBox | None,
@@ -335,7 +333,7 @@ class MoveItBackend(ExecutionBackend):
     def goal_pose(self, T_base_tcp: np.ndarray):
         goal = self.api.PoseStamped()
         goal.header.frame_id = self.planning_frame
-        goal.pose = matrix_to_pose(self.api, T_base_tcp)
+        goal.pose = pose_msg(self.api, T_base_tcp)
         return goal
 
     def move(self, T_base_tcp: np.ndarray, straight_line: bool, dry_run: bool) -> MotionResult:

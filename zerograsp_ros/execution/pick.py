@@ -40,6 +40,7 @@ from zerograsp_ros.execution.backends import (
     ExecutionError,
 )
 from zerograsp_ros.execution.robot import RobotPreset
+from zerograsp_ros.geometry.transforms import check_rigid, project_to_so3
 from zerograsp_ros.grasp.representation import GraspSet, same_grasp_rotation
 
 STAGES = ('request', 'perception', 'transform', 'planning_scene', 'pre_grasp', 'open_gripper',
@@ -84,7 +85,7 @@ class PickConfig:
             raise InputError(f'pick config: max_candidates must be >= 1, got '
                              f'{self.max_candidates}')
         if self.place_pose is not None:
-            self.place_pose = checked_pose(self.place_pose, 'place_pose')
+            self.place_pose = check_rigid(self.place_pose, 'place_pose')
         return self
 
 
@@ -135,30 +136,6 @@ class PickFailure(Exception):
         self.stage = stage
 
 
-# --------------------------------------------------------------------------- pose maths
-
-def checked_pose(T, what: str) -> np.ndarray:
-    """A finite rigid 4x4 transform, else InputError naming `what`."""
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.isfinite(T).all():
-        raise InputError(f'{what} must be a finite 4x4 transform, got shape {T.shape}'
-                         + ('' if T.shape != (4, 4) else ' with NaN/inf'))
-    R = T[:3, :3]
-    if not np.allclose(R.T @ R, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
-        raise InputError(f'{what} has a rotation that is not orthonormal / right-handed')
-    if not np.allclose(T[3], [0, 0, 0, 1]):
-        raise InputError(f'{what} has a bottom row other than [0 0 0 1]')
-    return T
-
-
-def orthonormalize(R: np.ndarray) -> np.ndarray:
-    # Grasp rotations from float32 messages drift slightly; project onto SO(3) via SVD.
-    u, _, vt = np.linalg.svd(np.asarray(R, dtype=np.float64))
-    if np.linalg.det(u @ vt) < 0:
-        u[:, 2] *= -1
-    return u @ vt
-
-
 def lift_direction(approach: np.ndarray, mode: str = 'auto') -> np.ndarray:
     """Unit lift direction in the planning frame (z up) for an approach vector."""
     a = np.asarray(approach, dtype=np.float64)
@@ -175,7 +152,7 @@ def lift_direction(approach: np.ndarray, mode: str = 'auto') -> np.ndarray:
 def grasp_waypoints(R: np.ndarray, t: np.ndarray, depth: float, robot: RobotPreset,
                     config: PickConfig) -> dict[str, np.ndarray]:
     """TCP-link goals (4x4, planning frame) for one grasp: pre_grasp, grasp, lift."""
-    R = orthonormalize(R)
+    R = project_to_so3(R)
     approach = R[:, 0]
     T_grasp = np.eye(4)
     T_grasp[:3, :3] = R
@@ -328,7 +305,7 @@ class PickSequence:
                 raise self._fail('place', outside)
 
         try:
-            T = checked_pose(self.backend.lookup_transform(self.backend.planning_frame,
+            T = check_rigid(self.backend.lookup_transform(self.backend.planning_frame,
                                                            target.frame_id),
                              f'transform {self.backend.planning_frame} <- {target.frame_id}')
         except (ExecutionError, InputError) as exc:

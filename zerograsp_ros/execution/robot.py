@@ -10,30 +10,22 @@ controller files (read by zerograsp_ros.execution.cell).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import os
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 import yaml
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.geometry.transforms import matrix_from_rpy
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
+from zerograsp_ros.resources import package_file
 
 GRIPPER_ACTION_TYPES = ('GripperCommand', 'ParallelGripperCommand')
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def config_dir() -> Path:
-    """The package's config/ folder: the source tree first, else the install space."""
-    candidates = [PACKAGE_ROOT / 'config']
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / 'share' / 'zerograsp_ros' / 'config')
-    for cand in candidates:
-        if (cand / 'robots').is_dir():
-            return cand
-    raise InputError(f'no zerograsp_ros config folder found (looked in '
-                     f'{", ".join(str(c) for c in candidates)})')
+    """The package's config/ folder (source tree first, else the install space)."""
+    return package_file('config', 'robots').parent
 
 
 def available_robot_presets() -> list[str]:
@@ -42,7 +34,7 @@ def available_robot_presets() -> list[str]:
 
 @dataclass(frozen=True)
 class GripperPreset:
-    model: str = 'robotiq_2f85'
+    model: str = DEFAULT_GRIPPER
     # control_msgs/action/ParallelGripperCommand: what the Jazzy controller
     # (parallel_gripper_action_controller) serves; GripperCommand for the Humble-era
     # position_controllers/GripperActionController.
@@ -115,7 +107,7 @@ class RobotPreset:
     def grasp_to_tcp(self) -> np.ndarray:
         """4x4 pose of the TCP link in the grasp frame (rotation only)."""
         T = np.eye(4)
-        T[:3, :3] = Rotation.from_euler('xyz', self.grasp_to_tcp_rpy).as_matrix()
+        T[:3, :3] = matrix_from_rpy(self.grasp_to_tcp_rpy)
         return T
 
     def in_workspace(self, point) -> bool:

@@ -1,20 +1,13 @@
-"""Execution backends for the simulated cell: over its ROS services, or in-process.
+"""The simulated cell's planning scene and its in-process execution backend.
 
-`SimCellBackend` talks to nodes/sim_cell_node.py through /sim_cell/move_tcp and
-/sim_cell/gripper (srv/SimMoveTcp.srv, srv/SimGripper.srv), so it works across
-processes; `SimCellApiBackend` drives a zerograsp_ros.sim.cell.SimCell object
-directly (same semantics, no ROS: for benchmarks and quick checks). The camera
-extrinsics come from the cell's known calibration (config/sim_cell.yaml:
-T_base_camera, read by zerograsp_ros.sim.cell.load_sim_cell_config), not from TF.
-The cell has no MoveIt: `_SimPlanningScene` keeps the collision meshes and does the
-planning-scene collision check itself; the physics decides what is held.
-
-rclpy and the service types are imported inside the class (a ROS edge, like the
-moveit_py adapter), so this module imports without ROS.
+`SimPlanningScene` is the planning scene every sim backend shares; `SimCellApiBackend`
+drives a zerograsp_ros.sim.cell.SimCell object directly (no ROS: benchmarks and quick
+checks). The backend that reaches the cell over its ROS services (/sim_cell/move_tcp,
+/sim_cell/gripper) is `zerograsp_ros.nodes.sim_cell_client.SimCellBackend`, with the
+same semantics. The cell has no MoveIt: the planning scene keeps the collision meshes
+and does the planning-scene collision check itself; the physics decides what is held.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
@@ -26,11 +19,11 @@ from zerograsp_ros.execution.backends import (
     ExecutionError,
     GripperResult,
     MotionResult,
-    wait_for_future,
 )
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 
 
-class _SimPlanningScene:
+class SimPlanningScene:
     """The planning scene of the sim backends.
 
     It does what MoveIt's collision checking does on the robot, with the gripper box
@@ -52,7 +45,7 @@ class _SimPlanningScene:
         self.check_collisions = bool(check_collisions)
         # the body itself at each checked pose: the moves here are checked pose by pose
         # along their path, so the refinement model's swept approach would count twice
-        self.gripper_model = replace(gripper_preset('robotiq_2f85'), approach_distance=0.0)
+        self.gripper_model = replace(gripper_preset(DEFAULT_GRIPPER), approach_distance=0.0)
         self.scene_objects: dict[str, CollisionMesh] = {}
         self.scene_points: dict[str, np.ndarray] = {}
         self.scene_target: str | None = None
@@ -148,105 +141,7 @@ class _SimPlanningScene:
         return result
 
 
-class SimCellBackend(_SimPlanningScene, ExecutionBackend):
-    """Drives the simulated cell through its services; TCP poses in the cell's base frame.
-
-    `node` must be spun by an executor in another thread (e.g. a
-    MultiThreadedExecutor): calls block on futures, never spin themselves.
-    """
-
-    def __init__(self, node, sim_config: str | Path | None = None,
-                 service_prefix: str = '/sim_cell', timeout: float = 30.0, callback_group=None,
-                 check_collisions: bool = True):
-        from rclpy.callback_groups import ReentrantCallbackGroup
-
-        from zerograsp_ros.srv import SimGripper, SimMoveTcp
-        self._srv = {'move': SimMoveTcp, 'gripper': SimGripper}
-        self.node = node
-        self.timeout = float(timeout)
-        from zerograsp_ros.sim.cell import load_sim_cell_config
-        cell_config = load_sim_cell_config(sim_config)   # the cell's own calibration
-        self.planning_frame, self.camera_frame = cell_config.base_frame, cell_config.camera_frame
-        self.T_base_camera = cell_config.T_base_camera
-        group = callback_group or ReentrantCallbackGroup()
-        prefix = service_prefix.rstrip('/')
-        self._move = node.create_client(SimMoveTcp, f'{prefix}/move_tcp', callback_group=group)
-        self._grip = node.create_client(SimGripper, f'{prefix}/gripper', callback_group=group)
-        self._init_scene(check_collisions)
-
-    def _call(self, client, request, what: str):
-        if not client.wait_for_service(timeout_sec=min(self.timeout, 10.0)):
-            raise ExecutionError(f'{what}: service {client.srv_name} is not available '
-                                 '(is sim_cell_node running?)')
-        return wait_for_future(client.call_async(request), self.timeout, what)
-
-    def lookup_transform(self, target_frame: str, source_frame: str) -> np.ndarray:
-        frames = {self.planning_frame: np.eye(4), self.camera_frame: self.T_base_camera}
-        if target_frame != self.planning_frame or source_frame not in frames:
-            raise ExecutionError(f'the sim cell knows only {source_frame!r} in '
-                                 f'{sorted(frames)} -> {self.planning_frame!r}; asked for '
-                                 f'{target_frame!r} <- {source_frame!r}')
-        return frames[source_frame].copy()
-
-    def _request(self, T: np.ndarray, straight_line: bool, dry_run: bool):
-        from zerograsp_ros.nodes.conversions import pose_from_matrix
-        req = self._srv['move'].Request()
-        req.target.header.frame_id = self.planning_frame
-        req.target.header.stamp = self.node.get_clock().now().to_msg()
-        req.target.pose = pose_from_matrix(T[:3, :3], T[:3, 3])
-        req.straight_line = bool(straight_line)
-        req.dry_run = bool(dry_run)
-        return req
-
-    def move(self, T_base_tcp: np.ndarray, straight_line: bool, dry_run: bool) -> MotionResult:
-        # The cell's dry-run answer is the plan check: an unreachable pose is "not planned"
-        # (try the next candidate), a failure after that is an execution failure (stop).
-        def check(T):
-            try:
-                res = self._call(self._move, self._request(T, straight_line, True),
-                                 'sim move_tcp (check)')
-            except ExecutionError as exc:
-                return False, str(exc)
-            return bool(res.success), res.message
-
-        def execute(T):
-            try:
-                res = self._call(self._move, self._request(T, straight_line, False),
-                                 'sim move_tcp')
-            except ExecutionError as exc:
-                return False, str(exc), None
-            return bool(res.success), res.message, _pose_to_matrix(res.reached.pose)
-
-        return self._plan_and_move(T_base_tcp, straight_line, dry_run, check, execute)
-
-    def gripper(self, width: float, max_effort: float) -> GripperResult:
-        req = self._srv['gripper'].Request()
-        req.width = float(width)
-        req.max_effort = float(max_effort)
-        try:
-            res = self._call(self._grip, req, 'sim gripper')
-        except ExecutionError as exc:
-            return GripperResult(False, float('nan'), None, str(exc))
-        held = bool(res.object_held) if width < 0 else None
-        return self._after_gripper(width, GripperResult(bool(res.success), float(res.width),
-                                                        held, res.message))
-
-    def close(self) -> None:
-        self.node.destroy_client(self._move)
-        self.node.destroy_client(self._grip)
-
-
-def _pose_to_matrix(pose) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    T = np.eye(4)
-    q = [pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w]
-    if np.linalg.norm(q) > 1e-9:
-        T[:3, :3] = Rotation.from_quat(q).as_matrix()
-    T[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return T
-
-
-class SimCellApiBackend(_SimPlanningScene, ExecutionBackend):
+class SimCellApiBackend(SimPlanningScene, ExecutionBackend):
     """The simulated cell driven in-process through zerograsp_ros.sim.cell.SimCell."""
 
     def __init__(self, cell, check_collisions: bool = True):

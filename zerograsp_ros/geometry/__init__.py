@@ -1,1 +1,1 @@
-"""Camera geometry and RGB-D frames (pure numpy, no ROS)."""
+"""Geometry in numpy (no ROS, no torch): camera, RGB-D frames, rigid transforms, meshing."""

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zerograsp_ros.geometry.meshing import mesh_from_points
 from zerograsp_ros.geometry.rgbd import RGBDFrame
 from zerograsp_ros.grasp.representation import GraspSet, rotation_from_axes
 from zerograsp_ros.model.checkpoint import load_checkpoint
 from zerograsp_ros.model.config import ModelConfig
 from zerograsp_ros.model.inputs import leaf_centres_unit, observe_scene
-from zerograsp_ros.model.network import StageTimer, ZeroGraspNet
-from zerograsp_ros.perception.meshing import mesh_from_points
+from zerograsp_ros.model.network import ZeroGraspNet
+from zerograsp_ros.runtime import StageTimer, resolve_device
 
 
 @dataclass
@@ -41,19 +42,6 @@ class Prediction:
     grasps: GraspSet      # camera frame, sorted by score, object_ids set
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda if available else cpu; anything else as torch understands it."""
-    if isinstance(device, torch.device):
-        return device
-    if device == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(device)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        from zerograsp_ros.errors import InputError
-        raise InputError(f"device '{device}' requested but CUDA is not available")
-    return dev
 
 
 def decode_leaves(signal: torch.Tensor, centres_m: torch.Tensor, config: ModelConfig) -> dict:

@@ -22,8 +22,6 @@ with a single object trains.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import ocnn
 from ocnn.modules import (
@@ -51,24 +49,9 @@ from zerograsp_ros.model.losses import zerograsp_losses
 from zerograsp_ros.model.occlusion import OcclusionEncoder, occlusion_flags
 from zerograsp_ros.model.targets import GRASP_LABEL_CHANNELS, SceneSample, leaf_targets
 from zerograsp_ros.model.transformer import MultiObjectEncoder
+from zerograsp_ros.runtime import StageTimer
 
 TARGET_CHANNELS = 4 + GRASP_LABEL_CHANNELS
-
-
-class StageTimer:
-    """Wall time per named stage; synchronises CUDA so times are real."""
-
-    def __init__(self, device: torch.device | None = None):
-        self.times: dict[str, float] = {}
-        self.cuda = device is not None and torch.device(device).type == 'cuda'
-        self._t = time.perf_counter()
-
-    def mark(self, stage: str) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.times[stage] = self.times.get(stage, 0.0) + now - self._t
-        self._t = now
 
 
 class OctreeEncoder(nn.Module):

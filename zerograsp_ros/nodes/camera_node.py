@@ -34,8 +34,10 @@ from zerograsp_ros.nodes.common import (
     FRAME_QOS,
     RGBD_FRAME_TOPIC,
     SENSOR_QOS,
-    declare,
-    declare_dataclass,
+    Param,
+    dataclass_params,
+    declare_params,
+    group,
     non_negative,
     positive,
 )
@@ -48,37 +50,49 @@ from zerograsp_ros.nodes.conversions import (
 from zerograsp_ros.perception.depth_tare import DepthTareConfig, table_plane_in_camera, tare_frame
 
 SOURCES = ('realsense', 'sim', 'replay')
+PARAMETERS = (
+    Param('source', 'realsense', 'Frame source: realsense, sim (realsense topics of the '
+          'simulated cell) or replay (recorded frames from replay_dir)',
+          lambda v: v in SOURCES, f'one of {SOURCES}'),
+    Param('color_topic', '/camera/camera/color/image_raw',
+          'Colour image topic (realsense2_camera 4.x default)'),
+    Param('depth_topic', '/camera/camera/aligned_depth_to_color/image_raw',
+          'Depth aligned to colour (needs align_depth.enable:=true on the camera)'),
+    Param('camera_info_topic', '/camera/camera/color/camera_info',
+          'Camera info of the colour image (intrinsics of both)'),
+    Param('sync_tolerance', 0.02, 'Max stamp difference between paired colour and depth [s]',
+          non_negative, 'a number >= 0'),
+    Param('frame_id', '', "Override of the published frame_id ('' = the images')"),
+    Param('replay_dir', '', 'Recorded frame directory, or a directory of them (replay)'),
+    Param('replay_rate', 2.0, 'Replay publishing rate [Hz]', positive, 'a number > 0'),
+    Param('replay_loop', True, 'Replay: start again after the last frame'),
+    Param('validate_frames', True, 'Decode and check every frame before publishing (bad '
+          'frames are reported and not published)'),
+    *dataclass_params('depth_tare', DepthTareConfig(), 'depth-scale tare against the table'),
+    Param('T_base_camera', [0.0], 'Hand-eye calibration: camera optical frame in the robot '
+          "base frame, 16 numbers row-major ([0.0] = none; source sim: the sim cell's)"),
+    Param('table_plane_base', [0.0, 0.0, 1.0, 0.0], 'Table top plane a x + b y + c z + d = 0 '
+          'in the robot base frame', lambda v: len(v) == 4, '4 numbers'),
+    Param('sim_cell_config', '', "source sim: the sim cell YAML with T_base_camera ('' = the "
+          "package's config/sim_cell.yaml)"),
+)
 
 
 class CameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__('camera_node', **kwargs)
-        self.source = declare(self, 'source', 'realsense',
-                              'Frame source: realsense, sim (realsense topics of the simulated '
-                              'cell) or replay (recorded frames from replay_dir)',
-                              lambda v: v in SOURCES, f'one of {SOURCES}')
-        self.color_topic = declare(self, 'color_topic', '/camera/camera/color/image_raw',
-                                   'Colour image topic (realsense2_camera 4.x default)')
-        self.depth_topic = declare(
-            self, 'depth_topic', '/camera/camera/aligned_depth_to_color/image_raw',
-            'Depth aligned to colour (needs align_depth.enable:=true on the camera)')
-        self.info_topic = declare(self, 'camera_info_topic', '/camera/camera/color/camera_info',
-                                  'Camera info of the colour image (intrinsics of both)')
-        self.sync_tolerance = declare(self, 'sync_tolerance', 0.02,
-                                      'Max stamp difference between paired colour and depth [s]',
-                                      non_negative, 'a number >= 0')
-        self.frame_id = declare(self, 'frame_id', '',
-                                "Override of the published frame_id ('' = the images')")
-        self.replay_dir = declare(self, 'replay_dir', '',
-                                  'Recorded frame directory, or a directory of them (replay)')
-        self.replay_rate = declare(self, 'replay_rate', 2.0, 'Replay publishing rate [Hz]',
-                                   positive, 'a number > 0')
-        self.replay_loop = declare(self, 'replay_loop', True,
-                                   'Replay: start again after the last frame')
-        self.validate_frames = declare(self, 'validate_frames', True,
-                                       'Decode and check every frame before publishing '
-                                       '(bad frames are reported and not published)')
-        self._declare_tare()
+        values = declare_params(self, PARAMETERS)
+        self.source = values['source']
+        self.color_topic = values['color_topic']
+        self.depth_topic = values['depth_topic']
+        self.info_topic = values['camera_info_topic']
+        self.sync_tolerance = values['sync_tolerance']
+        self.frame_id = values['frame_id']
+        self.replay_dir = values['replay_dir']
+        self.replay_rate = values['replay_rate']
+        self.replay_loop = values['replay_loop']
+        self.validate_frames = values['validate_frames']
+        self._set_up_tare(values)
         self.publisher = self.create_publisher(RGBDFrameMsg, RGBD_FRAME_TOPIC, FRAME_QOS)
         self.published = 0
         self.rejected = 0
@@ -90,28 +104,19 @@ class CameraNode(Node):
 
     # ----------------------------------------------------------------- depth tare
 
-    def _declare_tare(self):
-        self.tare_config = DepthTareConfig(**declare_dataclass(
-            self, 'depth_tare', DepthTareConfig(), 'depth-scale tare against the table'))
+    def _set_up_tare(self, values: dict):
+        self.tare_config = DepthTareConfig(**group(values, 'depth_tare'))
         self.tare_config.validate()
-        calibration = declare(self, 'T_base_camera', [0.0],
-                              'Hand-eye calibration: camera optical frame in the robot base '
-                              "frame, 16 numbers row-major ([0.0] = none; source sim: the sim "
-                              "cell's)")
-        self.table_plane_base = declare(
-            self, 'table_plane_base', [0.0, 0.0, 1.0, 0.0],
-            'Table top plane a x + b y + c z + d = 0 in the robot base frame',
-            lambda v: len(v) == 4, '4 numbers')
-        sim_config = declare(self, 'sim_cell_config', '',
-                             "source sim: the sim cell YAML with T_base_camera ('' = the "
-                             "package's config/sim_cell.yaml)")
+        calibration = values['T_base_camera']
+        self.table_plane_base = values['table_plane_base']
+        sim_config = values['sim_cell_config']
         self.T_base_camera = None
         if len(calibration) == 16:
             self.T_base_camera = np.asarray(calibration, dtype=np.float64).reshape(4, 4)
         elif len(calibration) != 1:
             raise InputError(f"parameter 'T_base_camera' needs 16 numbers, got {len(calibration)}")
         elif self.source == 'sim':
-            from zerograsp_ros.sim.cell import load_sim_cell_config
+            from zerograsp_ros.sim.cell_config import load_sim_cell_config
             self.T_base_camera = load_sim_cell_config(sim_config or None).T_base_camera
         self.known_plane = None if self.T_base_camera is None else \
             table_plane_in_camera(self.T_base_camera, self.table_plane_base)

@@ -1,8 +1,9 @@
-"""What every perception node shares: topic names, QoS profiles, parameter declaration."""
+"""What every node shares: topic names, QoS profiles and the one way to declare parameters."""
 from __future__ import annotations
 
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 import math
+from typing import Any, Callable, Iterable
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -39,19 +40,75 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def declare(node: Node, name: str, default, description: str, check=None,
-            requirement: str = ''):
-    """Declare a parameter with its description, read it and validate it.
+# --------------------------------------------------------------------------- parameters
+# One way to declare a node's parameters: a table of Param rows (module level, so
+# tests read it without starting the node), declared up front by declare_params.
 
-    check(value) -> bool; a failing check raises InputError naming the parameter, the
-    value and the requirement, so a bad YAML stops the node at start-up.
+FROM_CONFIG = object()   # Param default: the value in the node's own config file
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: its name, default, description and the check it must pass."""
+
+    name: str
+    default: Any
+    description: str
+    check: Callable[[Any], bool] | None = None
+    requirement: str = ''              # what the check demands, for the error message
+    convert: Callable[[Any], Any] | None = None   # declared value -> what the node uses
+
+
+def declare_params(node: Node, params: Iterable[Param], defaults: dict | None = None) -> dict:
+    """Declare every parameter with its description, read and check it; values by name.
+
+    A FROM_CONFIG default is taken from `defaults` (the node's config file). A failing
+    check raises InputError naming the parameter, the value and the requirement, so a
+    bad YAML stops the node at start-up.
     """
-    value = node.declare_parameter(
-        name, default, ParameterDescriptor(description=description)).value
-    if check is not None and not check(value):
-        raise InputError(f"parameter '{name}' of node '{node.get_name()}' = {value!r} is "
-                         f'invalid: {requirement or description}')
-    return value
+    values = {}
+    for p in params:
+        default = p.default
+        if default is FROM_CONFIG:
+            if defaults is None or p.name not in defaults:
+                raise InputError(f"parameter '{p.name}' of node '{node.get_name()}' has no "
+                                 'default in its config file')
+            default = defaults[p.name]
+        value = node.declare_parameter(p.name, default,
+                                       ParameterDescriptor(description=p.description)).value
+        if p.check is not None and not p.check(value):
+            raise InputError(f"parameter '{p.name}' of node '{node.get_name()}' = {value!r} is "
+                             f'invalid: {p.requirement or p.description}')
+        values[p.name] = p.convert(value) if p.convert is not None else value
+    return values
+
+
+def group(values: dict, prefix: str) -> dict:
+    """The values '<prefix>.<field>' as {field: value} (e.g. a config dataclass's kwargs)."""
+    return {k[len(prefix) + 1:]: v for k, v in values.items() if k.startswith(prefix + '.')}
+
+
+def _optional_floats(value):
+    return None if value is None or len(value) == 0 else tuple(float(x) for x in value)
+
+
+def dataclass_params(prefix: str, instance, what: str) -> tuple[Param, ...]:
+    """One Param '<prefix>.<field>' per field of a config dataclass, defaults from `instance`.
+
+    A None or tuple field becomes a float array parameter (empty = None).
+    """
+    assert is_dataclass(instance)
+    params = []
+    for f in fields(instance):
+        default = getattr(instance, f.name)
+        if default is None or isinstance(default, (tuple, list)):
+            params.append(Param(f'{prefix}.{f.name}',
+                                [float(x) for x in default] if default
+                                else Parameter.Type.DOUBLE_ARRAY,
+                                f'{what}: {f.name}', convert=_optional_floats))
+        else:
+            params.append(Param(f'{prefix}.{f.name}', default, f'{what}: {f.name}'))
+    return tuple(params)
 
 
 def positive(v) -> bool:
@@ -62,24 +119,9 @@ def non_negative(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
 
 
-def declare_dataclass(node: Node, prefix: str, instance, what: str) -> dict:
-    """Declare one parameter '<prefix>.<field>' per field of a config dataclass.
+def at_least_one(v) -> bool:
+    return isinstance(v, int) and v >= 1
 
-    Defaults come from the instance; a None or tuple field becomes a float array
-    parameter (unset = None). Returns the values as keyword arguments of the dataclass.
-    """
-    assert is_dataclass(instance)
-    values = {}
-    for f in fields(instance):
-        default = getattr(instance, f.name)
-        name = f'{prefix}.{f.name}'
-        descriptor = ParameterDescriptor(description=f'{what}: {f.name}')
-        if default is None or isinstance(default, (tuple, list)):
-            value = node.declare_parameter(
-                name, [float(x) for x in default] if default else Parameter.Type.DOUBLE_ARRAY,
-                descriptor).value
-            values[f.name] = None if value is None or len(value) == 0 else \
-                tuple(float(x) for x in value)
-        else:
-            values[f.name] = node.declare_parameter(name, default, descriptor).value
-    return values
+
+def is_device(v) -> bool:
+    return isinstance(v, str) and (v in ('auto', 'cpu') or v.startswith('cuda'))

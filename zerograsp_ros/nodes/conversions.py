@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, TransformStamped
 import numpy as np
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from shape_msgs.msg import Mesh, MeshTriangle
 from std_msgs.msg import Header
@@ -19,6 +18,13 @@ from std_msgs.msg import Header
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics
 from zerograsp_ros.geometry.rgbd import RGBDFrame, decode_color, decode_depth, validate_frame
+from zerograsp_ros.geometry.transforms import (
+    check_rigid,
+    matrix_to_pose,
+    matrix_to_quaternion,
+    pose_to_matrix,
+    quaternion_to_matrix,
+)
 from zerograsp_ros.grasp.representation import GraspSet
 from zerograsp_ros.msg import (
     Grasp,
@@ -281,7 +287,7 @@ def grasps_to_msg(grasps: GraspSet, header: Header) -> GraspArray:
     msg.header = header
     if len(grasps) == 0:
         return msg
-    quats = Rotation.from_matrix(_orthonormal(grasps.rotations)).as_quat()  # x, y, z, w
+    quats = matrix_to_quaternion(grasps.rotations)  # x, y, z, w
     for i in range(len(grasps)):
         g = Grasp()
         t = grasps.translations[i]
@@ -310,48 +316,41 @@ def msg_to_grasps(msg: GraspArray) -> GraspSet:
                    g.pose.orientation.w] for g in msg.grasps], dtype=np.float64)
     scalars = np.array([[g.width, g.depth, g.score, g.quality, g.graspness]
                         for g in msg.grasps], dtype=np.float64)
-    if not (np.isfinite(t).all() and np.isfinite(q).all() and np.isfinite(scalars).all()):
+    if not (np.isfinite(t).all() and np.isfinite(scalars).all()):
         raise InputError('grasp array contains NaN/inf in a pose, width, depth or score')
-    norms = np.linalg.norm(q, axis=1)
-    if (norms < 1e-6).any():
-        raise InputError(f'grasp {int(np.argmin(norms))} has a zero quaternion')
-    R = Rotation.from_quat(q / norms[:, None]).as_matrix()
+    R = quaternion_to_matrix(q, 'grasp')
     return GraspSet(R, t, scalars[:, 0], scalars[:, 1], scalars[:, 2], scalars[:, 3],
                     scalars[:, 4], np.array([g.object_id for g in msg.grasps], dtype=np.int32))
 
 
-def _orthonormal(R: np.ndarray) -> np.ndarray:
-    # Network rotations can be slightly non-orthonormal; project onto SO(3) (SVD).
-    u, _, vt = np.linalg.svd(np.asarray(R, dtype=np.float64))
-    d = np.sign(np.linalg.det(u @ vt))
-    u[:, :, 2] *= d[:, None]
-    return u @ vt
+# --------------------------------------------------------------------------- poses
+# (the maths and its tolerance policy: zerograsp_ros.geometry.transforms)
 
-
-def pose_from_matrix(R: np.ndarray, t: np.ndarray) -> Pose:
-    q = Rotation.from_matrix(_orthonormal(np.asarray(R)[None]))[0].as_quat()
+def matrix_to_pose_msg(T: np.ndarray) -> Pose:
+    """4x4 -> geometry_msgs/Pose (the rotation projected onto SO(3))."""
+    position, q = matrix_to_pose(T)
     p = Pose()
-    p.position.x, p.position.y, p.position.z = (float(v) for v in t)
+    p.position.x, p.position.y, p.position.z = (float(v) for v in position)
     p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in q)
     return p
+
+
+def pose_msg_to_matrix(pose: Pose, what: str = 'pose') -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4; InputError for NaN/inf or a zero or non-unit quaternion."""
+    o = pose.orientation
+    return pose_to_matrix([pose.position.x, pose.position.y, pose.position.z],
+                          [o.x, o.y, o.z, o.w], what)
 
 
 def transform_stamped_from_matrix(T: np.ndarray, parent_frame: str, child_frame: str,
                                   stamp: Time | float) -> TransformStamped:
     """4x4 pose of child_frame in parent_frame -> TransformStamped (what tf2 broadcasts)."""
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.isfinite(T).all():
-        raise InputError(f'transform {parent_frame} -> {child_frame} must be a finite 4x4 matrix')
-    R = T[:3, :3]
-    if (not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0
-            or not np.allclose(T[3], [0, 0, 0, 1])):
-        raise InputError(f'transform {parent_frame} -> {child_frame} is not a rigid transform')
     if not parent_frame or not child_frame:
         raise InputError('a transform needs both a parent and a child frame id')
+    pose = matrix_to_pose_msg(check_rigid(T, f'transform {parent_frame} -> {child_frame}'))
     msg = TransformStamped()
     msg.header = make_header(parent_frame, stamp)
     msg.child_frame_id = child_frame
-    pose = pose_from_matrix(R, T[:3, 3])
     msg.transform.translation.x = pose.position.x
     msg.transform.translation.y = pose.position.y
     msg.transform.translation.z = pose.position.z
@@ -362,15 +361,8 @@ def transform_stamped_from_matrix(T: np.ndarray, parent_frame: str, child_frame:
 def transform_stamped_to_matrix(msg: TransformStamped) -> tuple[str, str, np.ndarray]:
     """TransformStamped -> (parent frame, child frame, 4x4); InputError for a bad quaternion."""
     t, r = msg.transform.translation, msg.transform.rotation
-    q = np.array([r.x, r.y, r.z, r.w], dtype=np.float64)
-    xyz = np.array([t.x, t.y, t.z], dtype=np.float64)
-    norm = np.linalg.norm(q)
-    if not (np.isfinite(q).all() and np.isfinite(xyz).all()) or abs(norm - 1.0) > 1e-3:
-        raise InputError(f'transform {msg.header.frame_id} -> {msg.child_frame_id} has a '
-                         f'non-finite value or a non-unit quaternion (norm {norm:.4f})')
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
-    T[:3, 3] = xyz
+    T = pose_to_matrix([t.x, t.y, t.z], [r.x, r.y, r.z, r.w],
+                       f'transform {msg.header.frame_id} -> {msg.child_frame_id}')
     return msg.header.frame_id, msg.child_frame_id, T
 
 

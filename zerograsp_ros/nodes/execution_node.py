@@ -9,10 +9,8 @@ MultiThreadedExecutor the service can wait on its clients' futures.
 from __future__ import annotations
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from scipy.spatial.transform import Rotation
 import yaml
 
 from zerograsp_ros.errors import InputError
@@ -26,11 +24,14 @@ from zerograsp_ros.execution.pick import (
     ReconstructedObject,
 )
 from zerograsp_ros.execution.robot import config_dir, load_robot_preset
+from zerograsp_ros.geometry.transforms import make_pose, matrix_from_rpy
 from zerograsp_ros.msg import GraspArray
+from zerograsp_ros.nodes.common import FROM_CONFIG, Param, declare_params
 from zerograsp_ros.nodes.conversions import grasps_to_msg, msg_to_grasps, msg_to_scene
 from zerograsp_ros.srv import PickObject, PredictGrasps
 
-PARAMETERS = {
+PARAMETERS = tuple(Param(name, FROM_CONFIG, description) for name, description in {
+    # name -> description; defaults: config/execution.yaml
     'robot': 'robot preset name in config/robots/ (panda | fr3) or a preset YAML path',
     'backend': "'sim' (the simulated cell's services) or 'moveit' (moveit_py on the robot PC)",
     'pre_grasp_distance': 'pre-grasp distance back along the approach [m]',
@@ -70,7 +71,7 @@ PARAMETERS = {
                           "description, SRDF and moveit_cpp parameters for MoveItPy ('' = "
                           "this process's --params-file arguments: pick_scene.launch.py "
                           'use_sim:=false passes MoveItConfigsBuilder(...).to_dict())',
-}
+}.items())
 
 
 def default_parameters() -> dict:
@@ -95,9 +96,7 @@ class ExecutionNode(Node):
 
     def __init__(self, node_name: str = 'execution_node', backend=None, **node_kwargs):
         super().__init__(node_name, **node_kwargs)
-        for name, value in default_parameters().items():
-            self.declare_parameter(name, value,
-                                   ParameterDescriptor(description=PARAMETERS.get(name, '')))
+        declare_params(self, PARAMETERS, default_parameters())
         self.client_group = ReentrantCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()
         self.predict_client = self.create_client(PredictGrasps, self.p('predict_service'),
@@ -147,9 +146,7 @@ class ExecutionNode(Node):
             if values.shape != (6,):
                 raise InputError(f'{key} needs 6 values (x y z roll pitch yaw), got '
                                  f'{values.tolist()}')
-            place = np.eye(4)
-            place[:3, :3] = Rotation.from_euler('xyz', values[3:]).as_matrix()
-            place[:3, 3] = values[:3]
+            place = make_pose(matrix_from_rpy(values[3:]), values[:3])
         if self.p('lift_mode') not in LIFT_MODES:
             raise InputError(f"lift_mode must be one of {LIFT_MODES}, got {self.p('lift_mode')!r}")
         return PickConfig(
@@ -182,7 +179,7 @@ class ExecutionNode(Node):
     def _make_backend(self):
         kind = self.p('backend')
         if kind == 'sim':
-            from zerograsp_ros.execution.sim_backend import SimCellBackend
+            from zerograsp_ros.nodes.sim_cell_client import SimCellBackend
             return SimCellBackend(self, self.p('sim_cell_config') or None,
                                   self.p('sim_service_prefix'), self.p('service_timeout'),
                                   callback_group=self.client_group)

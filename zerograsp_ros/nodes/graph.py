@@ -12,6 +12,7 @@ import tempfile
 import yaml
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.resources import package_path
 
 PACKAGE = 'zerograsp_ros'
 ROBOTS = ('panda', 'fr3')
@@ -67,23 +68,6 @@ class NodeSpec:
                                          suffix='.yaml', delete=False) as f:
             yaml.safe_dump({self.name: {'ros__parameters': dict(self.parameters)}}, f)
         return f.name
-
-
-def package_path(*parts: str) -> Path:
-    """A shipped file: the source tree when running from it, else the installed share dir."""
-    source = Path(__file__).resolve().parents[2].joinpath(*parts)
-    if source.exists():
-        return source
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory(PACKAGE)).joinpath(*parts)
-    except Exception:  # not installed either: report the source path that is missing
-        return source
-
-
-def default_checkpoint() -> Path:
-    return package_path('checkpoints', 'zerograsp_cpu.pt')
 
 
 def _config(name: str) -> tuple[str, ...]:

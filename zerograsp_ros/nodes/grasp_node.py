@@ -34,7 +34,10 @@ from zerograsp_ros.nodes.common import (
     RECONSTRUCTION_TOPIC,
     REFINE_SERVICE,
     RGBD_FRAME_TOPIC,
-    declare,
+    Param,
+    at_least_one,
+    declare_params,
+    is_device,
     non_negative,
     positive,
 )
@@ -49,7 +52,6 @@ from zerograsp_ros.nodes.conversions import (
     scene_to_msg,
     stamp_to_seconds,
 )
-from zerograsp_ros.nodes.graph import default_checkpoint
 from zerograsp_ros.nodes.request_limits import (
     Admission,
     Deadline,
@@ -58,12 +60,42 @@ from zerograsp_ros.nodes.request_limits import (
     check_mask_scores,
     check_max_grasps,
     check_object_extent,
-    declare_request_limits,
+    limit_params,
+    limits_from_parameters,
     plain_message,
 )
-from zerograsp_ros.nodes.segmentation_node import declare_segmenter
-from zerograsp_ros.perception.pipeline import GraspPipeline, Stopwatch, finite_top_k
+from zerograsp_ros.nodes.segmentation_node import SEGMENTER_PARAMETERS, segmenter_from_parameters
+from zerograsp_ros.perception.pipeline import GraspPipeline, finite_top_k
+from zerograsp_ros.resources import default_checkpoint
+from zerograsp_ros.runtime import StageTimer, resolve_device
 from zerograsp_ros.srv import PredictGrasps, RefineGrasps
+
+POSITIVE = (positive, 'a number > 0')
+PARAMETERS = (
+    Param('checkpoint', '', "ZeroGrasp checkpoint ('' = share/zerograsp_ros/checkpoints/"
+          "zerograsp_cpu.pt)"),
+    Param('device', 'auto', "Torch device: 'auto' (cuda if available), 'cpu' or 'cuda[:N]'",
+          is_device, "'auto', 'cpu' or 'cuda[:N]'"),
+    Param('max_grasps', 20, 'Grasps returned when the request says 0', at_least_one,
+          'an integer >= 1'),
+    Param('max_grasps_per_object', 256, 'Grasps decoded per object before refinement',
+          at_least_one, 'an integer >= 1'),
+    Param('max_frame_age', 2.0, 'A request without a frame fails when the latest frame is '
+          'older than this [s]', *POSITIVE),
+    Param('refine_service_wait', 2.0, 'How long to wait for /refine_grasps to appear [s]',
+          non_negative, 'a number >= 0'),
+    Param('refine_timeout', 30.0, 'How long to wait for the refinement answer [s]', *POSITIVE),
+    Param('publish_results', True, 'Publish grasps and reconstructions of every request'),
+    Param('continuous', False, 'Also predict on every new frame and publish the results'),
+    Param('continuous_period', 1.0, 'Continuous mode: how often to look for a new frame [s]',
+          *POSITIVE),
+    Param('continuous_refine', True, 'Continuous mode: refine via /refine_grasps'),
+    Param('torch_threads', 0, 'CPU threads torch may use for inference (0 = torch default; 1 '
+          'is fastest on small, busy machines)', lambda v: v >= 0, 'an integer >= 0'),
+    *SEGMENTER_PARAMETERS,
+    *limit_params(('max_image_pixels', 'max_objects', 'min_object_pixels', 'max_object_extent',
+                   'deadline', 'max_queued_requests', 'max_queue_wait')),
+)
 
 
 class RefinementUnavailable(Exception):
@@ -73,49 +105,27 @@ class RefinementUnavailable(Exception):
 class GraspNode(Node):
     def __init__(self, **kwargs):
         super().__init__('grasp_node', **kwargs)
-        checkpoint = declare(self, 'checkpoint', '',
-                             "ZeroGrasp checkpoint ('' = share/zerograsp_ros/checkpoints/"
-                             "zerograsp_cpu.pt)")
-        device = declare(self, 'device', 'auto', "Torch device: 'auto' (cuda if available), "
-                         "'cpu' or 'cuda[:N]'",
-                         lambda v: v == 'auto' or v == 'cpu' or v.startswith('cuda'),
-                         "'auto', 'cpu' or 'cuda[:N]'")
-        self.max_grasps = declare(self, 'max_grasps', 20, 'Grasps returned when the request '
-                                  'says 0', lambda v: v >= 1, 'an integer >= 1')
-        max_per_object = declare(self, 'max_grasps_per_object', 256,
-                                 'Grasps decoded per object before refinement',
-                                 lambda v: v >= 1, 'an integer >= 1')
-        self.max_frame_age = declare(self, 'max_frame_age', 2.0,
-                                     'A request without a frame fails when the latest frame '
-                                     'is older than this [s]', positive, 'a number > 0')
-        self.refine_wait = declare(self, 'refine_service_wait', 2.0,
-                                   'How long to wait for /refine_grasps to appear [s]',
-                                   non_negative, 'a number >= 0')
-        self.refine_timeout = declare(self, 'refine_timeout', 30.0,
-                                      'How long to wait for the refinement answer [s]',
-                                      positive, 'a number > 0')
-        self.publish_results = declare(self, 'publish_results', True,
-                                       'Publish grasps and reconstructions of every request')
-        self.continuous = declare(self, 'continuous', False,
-                                  'Also predict on every new frame and publish the results')
-        period = declare(self, 'continuous_period', 1.0,
-                         'Continuous mode: how often to look for a new frame [s]', positive,
-                         'a number > 0')
-        self.continuous_refine = declare(self, 'continuous_refine', True,
-                                         'Continuous mode: refine via /refine_grasps')
-        self.torch_threads = declare(self, 'torch_threads', 0,
-                                     'CPU threads torch may use for inference (0 = torch '
-                                     'default; 1 is fastest on small, busy machines)',
-                                     lambda v: v >= 0, 'an integer >= 0')
-        segmenter = declare_segmenter(self)
-        self.limits = declare_request_limits(self)
+        values = declare_params(self, PARAMETERS)
+        checkpoint, device = values['checkpoint'], values['device']
+        self.max_grasps = values['max_grasps']
+        max_per_object = values['max_grasps_per_object']
+        self.max_frame_age = values['max_frame_age']
+        self.refine_wait = values['refine_service_wait']
+        self.refine_timeout = values['refine_timeout']
+        self.publish_results = values['publish_results']
+        self.continuous = values['continuous']
+        period = values['continuous_period']
+        self.continuous_refine = values['continuous_refine']
+        self.torch_threads = values['torch_threads']
+        segmenter = segmenter_from_parameters(values, self.get_logger().warn)
+        self.limits = limits_from_parameters(values)
         self.admission = Admission(self.limits.max_queued_requests, self.limits.max_queue_wait)
         # Waiting requests hold executor threads: keep some for frames and the refine client.
         self.executor_threads = self.limits.max_queued_requests + 4
 
         if not checkpoint:
             checkpoint = str(default_checkpoint())
-        from zerograsp_ros.model.inference import ZeroGraspPredictor, resolve_device
+        from zerograsp_ros.model.inference import ZeroGraspPredictor
 
         self.device = str(resolve_device(device))
         predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=self.device)
@@ -238,7 +248,7 @@ class GraspNode(Node):
 
     def _on_predict(self, request, response):
         start = time.perf_counter()
-        watch = Stopwatch()
+        watch = StageTimer()
         deadline = Deadline(self.limits.deadline)
         try:
             self._check_request(request)
@@ -389,7 +399,7 @@ class GraspNode(Node):
         try:
             with self.admission.slot(Deadline(self.limits.deadline)):
                 self._check_inputs(frame_msg, masks_msg)
-                self._predict(frame_msg, masks_msg, request, response, Stopwatch(),
+                self._predict(frame_msg, masks_msg, request, response, StageTimer(),
                               Deadline(self.limits.deadline))
         except (InputError, RefinementUnavailable) as exc:
             self.get_logger().warn(f'continuous prediction: {exc}', throttle_duration_sec=5.0)

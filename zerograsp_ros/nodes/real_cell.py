@@ -34,7 +34,8 @@ from zerograsp_ros.execution.cell import (
     load_controller_config,
 )
 from zerograsp_ros.execution.robot import RobotPreset, load_robot_preset
-from zerograsp_ros.nodes.graph import NodeSpec, package_path, robot_preset_path
+from zerograsp_ros.nodes.graph import NodeSpec, robot_preset_path
+from zerograsp_ros.resources import package_path
 
 PIPELINES = ('ompl', 'pilz_industrial_motion_planner')
 

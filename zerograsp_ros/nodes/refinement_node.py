@@ -12,7 +12,18 @@ import traceback
 from rclpy.node import Node
 
 from zerograsp_ros.errors import InputError
-from zerograsp_ros.nodes.common import REFINE_SERVICE, declare, declare_dataclass
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
+from zerograsp_ros.grasp.gripper import gripper_preset
+from zerograsp_ros.grasp.refinement import RefinementConfig
+from zerograsp_ros.nodes.common import (
+    REFINE_SERVICE,
+    Param,
+    at_least_one,
+    dataclass_params,
+    declare_params,
+    group,
+    is_device,
+)
 from zerograsp_ros.nodes.conversions import (
     frame_msg_is_empty,
     grasps_to_msg,
@@ -25,44 +36,55 @@ from zerograsp_ros.nodes.request_limits import (
     check_frame_size,
     check_max_grasps,
     check_refine_request_size,
-    declare_request_limits,
+    limit_params,
+    limits_from_parameters,
     plain_message,
 )
-from zerograsp_ros.nodes.segmentation_node import declare_segmenter
+from zerograsp_ros.nodes.segmentation_node import SEGMENTER_PARAMETERS, segmenter_from_parameters
 from zerograsp_ros.perception.pipeline import refine_on_reconstruction
+from zerograsp_ros.runtime import resolve_device
 from zerograsp_ros.srv import RefineGrasps
+
+# What refinement does: also grasp_node's parameters, which refines in process with them.
+REFINEMENT_PARAMETERS = (
+    Param('gripper', DEFAULT_GRIPPER, 'Gripper preset (zerograsp_ros.grasp.gripper)'),
+    Param('use_table_plane', True, 'Fit the table plane on the frame and reject grasps '
+          'through it'),
+    *dataclass_params('refinement', RefinementConfig(), 'refinement'),
+)
+THREADS = Param('torch_threads', 0, 'CPU threads torch may use (0 = torch default; 1 is '
+                'fastest on small, busy machines)', lambda v: v >= 0, 'an integer >= 0')
+PARAMETERS = (
+    *REFINEMENT_PARAMETERS,
+    Param('max_grasps', 20, 'Grasps kept when the request says 0', at_least_one,
+          'an integer >= 1'),
+    Param('device', 'cpu', "Torch device for the collision checks ('cpu', 'cuda[:N]' or "
+          "'auto')", is_device, "'auto', 'cpu' or 'cuda[:N]'"),
+    THREADS,
+    *SEGMENTER_PARAMETERS,
+    *limit_params(('max_image_pixels', 'max_objects', 'max_request_grasps',
+                   'max_reconstruction_points')),
+)
+
+
+def refinement_from_parameters(values: dict, log=None):
+    """(gripper model, checked RefinementConfig, table-plane segmenter or None)."""
+    config = RefinementConfig(**group(values, 'refinement'))
+    config.validate()
+    segmenter = segmenter_from_parameters(values, log) if values['use_table_plane'] else None
+    return gripper_preset(values['gripper']), config, segmenter
 
 
 class RefinementNode(Node):
     def __init__(self, **kwargs):
         super().__init__('refinement_node', **kwargs)
-        from zerograsp_ros.grasp.gripper import gripper_preset
-        from zerograsp_ros.grasp.refinement import RefinementConfig
-
-        self.gripper = gripper_preset(declare(self, 'gripper', 'robotiq_2f85',
-                                              'Gripper preset (zerograsp_ros.grasp.gripper)'))
-        self.max_grasps = declare(self, 'max_grasps', 20, 'Grasps kept when the request says 0',
-                                  lambda v: v >= 1, 'an integer >= 1')
-        self.device = declare(self, 'device', 'cpu', "Torch device for the collision checks "
-                              "('cpu', 'cuda[:N]' or 'auto')")
-        self.torch_threads = declare(self, 'torch_threads', 0,
-                                     'CPU threads torch may use for the collision checks '
-                                     '(0 = torch default; 1 is fastest on small, busy machines)',
-                                     lambda v: v >= 0, 'an integer >= 0')
-        self.use_table_plane = declare(self, 'use_table_plane', True,
-                                       'Fit the table plane on the request frame and reject '
-                                       'grasps through it')
-        self.config = RefinementConfig(**declare_dataclass(self, 'refinement',
-                                                           RefinementConfig(), 'refinement'))
-        self.config.validate()
-        self.segmenter = declare_segmenter(self) if self.use_table_plane else None
-        self.limits = declare_request_limits(self, ('max_image_pixels', 'max_objects',
-                                                    'max_request_grasps',
-                                                    'max_reconstruction_points'))
-        if self.device == 'auto':
-            import torch
-
-            self.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        values = declare_params(self, PARAMETERS)
+        self.gripper, self.config, self.segmenter = refinement_from_parameters(
+            values, self.get_logger().warn)
+        self.max_grasps = values['max_grasps']
+        self.torch_threads = values['torch_threads']
+        self.limits = limits_from_parameters(values)
+        self.device = str(resolve_device(values['device']))
         self.create_service(RefineGrasps, REFINE_SERVICE, self._on_refine)
         self.get_logger().info(f'gripper {self.gripper.name}, refinement on {self.device}')
 

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.nodes.common import Param, group
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,15 @@ class RequestLimits:
                              'max_queued_requests >= 0 are required')
 
 
-def declare_request_limits(node, names: tuple[str, ...] | None = None) -> RequestLimits:
-    """Declare the limits (all, or `names`) as parameters `limits.<name>` of the node."""
-    from rcl_interfaces.msg import ParameterDescriptor
+def limit_params(names: tuple[str, ...] | None = None) -> tuple[Param, ...]:
+    """Parameters `limits.<name>` for the limits (all, or `names`) a node enforces."""
+    return tuple(Param(f'limits.{f.name}', getattr(RequestLimits, f.name),
+                       f'bound on one service request: {f.name}')
+                 for f in fields(RequestLimits) if names is None or f.name in names)
 
-    values = {}
-    for f in fields(RequestLimits):
-        if names is None or f.name in names:
-            values[f.name] = node.declare_parameter(
-                f'limits.{f.name}', getattr(RequestLimits, f.name),
-                ParameterDescriptor(description=f'bound on one service request: {f.name}')).value
-    limits = RequestLimits(**values)
+
+def limits_from_parameters(values: dict) -> RequestLimits:
+    limits = RequestLimits(**group(values, 'limits'))
     limits.validate()
     return limits
 

@@ -20,8 +20,10 @@ from zerograsp_ros.nodes.common import (
     FRAME_QOS,
     INSTANCE_MASKS_TOPIC,
     RGBD_FRAME_TOPIC,
-    declare,
-    declare_dataclass,
+    Param,
+    dataclass_params,
+    declare_params,
+    group,
 )
 from zerograsp_ros.nodes.conversions import labels_to_masks_msg, rgbd_msg_to_frame
 from zerograsp_ros.perception.learned_segmentation import VotingConfig
@@ -33,40 +35,45 @@ from zerograsp_ros.perception.segmentation import (
     make_segmenter,
 )
 
+SEGMENTER_PARAMETERS = (   # shared by the segmentation, grasp and refinement nodes
+    Param('segmenter', DEFAULT_SEGMENTER, "Instance segmenter: 'learned' (centre-voting "
+          "U-Net), 'tabletop' (plane + clustering) or 'sam2' (local weights)",
+          lambda v: v in SEGMENTERS, f'one of {list(SEGMENTERS)}'),
+    Param('segmenter_fallback', FALLBACK_SEGMENTER, "Segmenter used when the chosen one "
+          "cannot load ('' = none: stop)", lambda v: v == '' or v in SEGMENTERS,
+          f"'' or one of {list(SEGMENTERS)}"),
+    *dataclass_params('tabletop', TabletopConfig(), 'tabletop segmentation'),
+    Param('sam2_checkpoint', '', 'segmenter sam2: SAM 2 weights file (local path)'),
+    Param('sam2_model_config', 'configs/sam2.1/sam2.1_hiera_s.yaml',
+          'segmenter sam2: SAM 2 model config name'),
+    Param('learned_checkpoint', '', "segmenter learned: weights ('' = the package's "
+          'checkpoints/segnet.pt)'),
+    *dataclass_params('learned', VotingConfig(), 'learned segmentation'),
+)
+PARAMETERS = SEGMENTER_PARAMETERS
 
-def declare_segmenter(node: Node):
-    """Declare the segmenter parameters (shared by the segmentation, grasp, refinement nodes)."""
-    kind = declare(node, 'segmenter', DEFAULT_SEGMENTER,
-                   "Instance segmenter: 'learned' (centre-voting U-Net), 'tabletop' (plane + "
-                   "clustering) or 'sam2' (local weights)", lambda v: v in SEGMENTERS,
-                   f'one of {list(SEGMENTERS)}')
-    fallback = declare(node, 'segmenter_fallback', FALLBACK_SEGMENTER,
-                       "Segmenter used when the chosen one cannot load ('' = none: stop)",
-                       lambda v: v == '' or v in SEGMENTERS, f"'' or one of {list(SEGMENTERS)}")
-    tabletop = TabletopConfig.from_dict(
-        declare_dataclass(node, 'tabletop', TabletopConfig(), 'tabletop segmentation'))
-    warn = node.get_logger().warn
+
+def segmenter_from_parameters(values: dict, log=None):
+    """The segmenter the SEGMENTER_PARAMETERS values describe (`log`: fallback warnings)."""
+    kind, fallback = values['segmenter'], values['segmenter_fallback'] or None
+    tabletop = TabletopConfig.from_dict(group(values, 'tabletop'))
     if kind == 'sam2':
-        checkpoint = declare(node, 'sam2_checkpoint', '', 'SAM 2 weights file (local path)')
-        model_config = declare(node, 'sam2_model_config', 'configs/sam2.1/sam2.1_hiera_s.yaml',
-                               'SAM 2 model config name')
-        return make_segmenter('sam2', fallback=fallback or None, log=warn,
-                              checkpoint=checkpoint, model_config=model_config,
-                              tabletop=tabletop)
+        return make_segmenter('sam2', fallback=fallback, log=log,
+                              checkpoint=values['sam2_checkpoint'],
+                              model_config=values['sam2_model_config'], tabletop=tabletop)
     if kind == 'learned':
-        checkpoint = declare(node, 'learned_checkpoint', '',
-                             "Learned segmenter weights ('' = the package's "
-                             "checkpoints/segnet.pt)")
-        voting = VotingConfig.from_dict(
-            declare_dataclass(node, 'learned', VotingConfig(), 'learned segmentation'))
-        return make_segmenter('learned', fallback=fallback or None, log=warn,
-                              checkpoint=checkpoint, config=voting, tabletop=tabletop)
+        return make_segmenter('learned', fallback=fallback, log=log,
+                              checkpoint=values['learned_checkpoint'],
+                              config=VotingConfig.from_dict(group(values, 'learned')),
+                              tabletop=tabletop)
     return make_segmenter('tabletop', config=tabletop)
+
 
 class SegmentationNode(Node):
     def __init__(self, **kwargs):
         super().__init__('segmentation_node', **kwargs)
-        self.segmenter = declare_segmenter(self)
+        self.segmenter = segmenter_from_parameters(declare_params(self, PARAMETERS),
+                                                   self.get_logger().warn)
         self.publisher = self.create_publisher(InstanceMasks, INSTANCE_MASKS_TOPIC, FRAME_QOS)
         self.create_subscription(RGBDFrameMsg, RGBD_FRAME_TOPIC, self._on_frame, FRAME_QOS)
         self.segmented = 0

@@ -26,16 +26,16 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
 
 from zerograsp_ros.errors import InputError
-from zerograsp_ros.nodes.common import declare, positive
+from zerograsp_ros.nodes.common import FROM_CONFIG, Param, declare_params, positive
 from zerograsp_ros.nodes.conversions import (
     intrinsics_to_camera_info,
     make_header,
+    matrix_to_pose_msg,
     numpy_to_image,
-    pose_from_matrix,
+    pose_msg_to_matrix,
     transform_stamped_from_matrix,
 )
 from zerograsp_ros.sim.cell import (
@@ -52,28 +52,36 @@ CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                         reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.VOLATILE)
 
-PARAMETERS = {   # name -> description (defaults: config/sim_cell.yaml)
-    'publish_rate_hz': 'Camera frames published per second',
-    'base_frame': 'Robot base frame; SimMoveTcp targets must be given in it',
-    'camera_namespace': 'Prefix of the realsense2_camera topics (4.x default /camera/camera)',
-    'camera_frame': 'frame_id of the colour and aligned depth images',
-    'image_width': 'Image width [px]',
-    'image_height': 'Image height [px]',
-    'fx': 'Focal length x [px]', 'fy': 'Focal length y [px]',
-    'cx': 'Principal point x [px]', 'cy': 'Principal point y [px]',
-    'depth_noise': 'Apply the dex depth-noise model and edge dropout',
-    'T_world_base': 'Robot base in the world (table top z = 0), 4x4 row-major',
-    'T_base_camera': 'Camera optical frame in the robot base frame, 4x4 row-major',
-    'seed': 'Scene seed at start-up and the reset default',
-    'num_objects': 'Objects per scene',
-    'layout': 'Scene layout: pile or packed',
-    'split': 'Object split: train, val or test',
-    'grip_force': 'Default grip force limit [N]',
-    'tcp_speed': 'Cartesian speed of simulated motions [m/s]',
-    'check_reachability': 'Reject TCP targets the Panda cannot reach (inverse kinematics)',
-    'publish_tf': f'Latch static TF {WORLD_FRAME} -> base_frame -> camera_frame on /tf_static '
-                  '(needs tf2_ros; without it the node warns and runs without TF)',
-}
+POSITIVE = (positive, 'a number > 0')
+PARAMETERS = (   # defaults: config/sim_cell.yaml
+    Param('publish_rate_hz', FROM_CONFIG, 'Camera frames published per second', *POSITIVE),
+    Param('base_frame', FROM_CONFIG, 'Robot base frame; SimMoveTcp targets must be given in it'),
+    Param('camera_namespace', FROM_CONFIG,
+          'Prefix of the realsense2_camera topics (4.x default /camera/camera)'),
+    Param('camera_frame', FROM_CONFIG, 'frame_id of the colour and aligned depth images'),
+    Param('image_width', FROM_CONFIG, 'Image width [px]'),
+    Param('image_height', FROM_CONFIG, 'Image height [px]'),
+    Param('fx', FROM_CONFIG, 'Focal length x [px]'),
+    Param('fy', FROM_CONFIG, 'Focal length y [px]'),
+    Param('cx', FROM_CONFIG, 'Principal point x [px]'),
+    Param('cy', FROM_CONFIG, 'Principal point y [px]'),
+    Param('depth_noise', FROM_CONFIG, 'Apply the dex depth-noise model and edge dropout'),
+    Param('T_world_base', FROM_CONFIG,
+          'Robot base in the world (table top z = 0), 4x4 row-major'),
+    Param('T_base_camera', FROM_CONFIG,
+          'Camera optical frame in the robot base frame, 4x4 row-major'),
+    Param('seed', FROM_CONFIG, 'Scene seed at start-up and the reset default'),
+    Param('num_objects', FROM_CONFIG, 'Objects per scene'),
+    Param('layout', FROM_CONFIG, 'Scene layout: pile or packed'),
+    Param('split', FROM_CONFIG, 'Object split: train, val or test'),
+    Param('grip_force', FROM_CONFIG, 'Default grip force limit [N]', *POSITIVE),
+    Param('tcp_speed', FROM_CONFIG, 'Cartesian speed of simulated motions [m/s]', *POSITIVE),
+    Param('check_reachability', FROM_CONFIG,
+          'Reject TCP targets the Panda cannot reach (inverse kinematics)'),
+    Param('publish_tf', FROM_CONFIG, f'Latch static TF {WORLD_FRAME} -> base_frame -> '
+          'camera_frame on /tf_static (needs tf2_ros; without it the node warns and runs '
+          'without TF)'),
+)
 
 
 def start_static_tf(node: Node, transforms) -> object | None:
@@ -99,37 +107,14 @@ def start_static_tf(node: Node, transforms) -> object | None:
     return broadcaster
 
 
-def pose_msg_to_matrix(pose) -> np.ndarray:
-    """geometry_msgs/Pose -> 4x4; InputError for NaN or a non-unit quaternion."""
-    q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z,
-                  pose.orientation.w], dtype=np.float64)
-    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
-    if not (np.isfinite(q).all() and np.isfinite(t).all()):
-        raise InputError('pose contains NaN or inf')
-    norm = np.linalg.norm(q)
-    if abs(norm - 1.0) > 1e-2:
-        raise InputError(f'pose orientation is not a unit quaternion (norm {norm:.3f})')
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
-    T[:3, 3] = t
-    return T
-
-
 class SimCellNode(Node):
     """The simulated cell on ROS 2 (see the module docstring)."""
 
     def __init__(self, **kwargs):
         super().__init__('sim_cell_node', **kwargs)
-        defaults = load_sim_cell_config().parameters
-        params = {}
-        for name, description in PARAMETERS.items():
-            default = defaults[name]
-            if isinstance(default, list):
-                default = [float(v) for v in default]
-            params[name] = declare(self, name, default, description)
-        for name in ('publish_rate_hz', 'tcp_speed', 'grip_force'):
-            if not positive(params[name]):
-                raise InputError(f"parameter '{name}' must be positive, got {params[name]}")
+        defaults = {name: [float(v) for v in value] if isinstance(value, list) else value
+                    for name, value in load_sim_cell_config().parameters.items()}
+        params = declare_params(self, PARAMETERS, defaults)
         self.config = sim_cell_config_from_parameters(params)
         self.rate = float(params['publish_rate_hz'])
         ns = str(params['camera_namespace']).rstrip('/')
@@ -205,7 +190,7 @@ class SimCellNode(Node):
         T = self.cell.tcp_pose_base()
         msg = PoseStamped()
         msg.header = make_header(self.config.base_frame, self.get_clock().now().to_msg())
-        msg.pose = pose_from_matrix(T[:3, :3], T[:3, 3])
+        msg.pose = matrix_to_pose_msg(T)
         return msg
 
     def _on_move_tcp(self, request, response):
@@ -214,7 +199,7 @@ class SimCellNode(Node):
             if frame.lstrip('/') != self.config.base_frame:
                 raise InputError(f"target frame '{frame}' is not the cell's base frame "
                                  f"'{self.config.base_frame}'")
-            T = pose_msg_to_matrix(request.target.pose)
+            T = pose_msg_to_matrix(request.target.pose, 'target pose')
             with self._changing_scene():
                 ok, message = self.cell.move_tcp(T, straight_line=bool(request.straight_line),
                                                  dry_run=bool(request.dry_run))

@@ -29,7 +29,8 @@ from zerograsp_ros.nodes.common import (
     MARKERS_TOPIC,
     RECONSTRUCTION_CLOUD_TOPIC,
     RECONSTRUCTION_TOPIC,
-    declare,
+    Param,
+    declare_params,
     non_negative,
 )
 from zerograsp_ros.nodes.conversions import (
@@ -92,16 +93,23 @@ def grasp_markers(grasps_msg: GraspArray, count: int, line_width: float) -> list
     return markers
 
 
+PARAMETERS = (
+    Param('max_grasp_markers', 10, 'Grasps drawn (best first)', lambda v: v >= 0,
+          'an integer >= 0'),
+    Param('mesh_alpha', 0.8, 'Opacity of the meshes', lambda v: 0.0 <= v <= 1.0,
+          'a number in [0, 1]'),
+    Param('grasp_line_width', 0.002, 'Line width of the gripper markers [m]', non_negative,
+          'a number >= 0'),
+)
+
+
 class VisualizationNode(Node):
     def __init__(self, **kwargs):
         super().__init__('visualization_node', **kwargs)
-        self.max_grasps = declare(self, 'max_grasp_markers', 10, 'Grasps drawn (best first)',
-                                  lambda v: v >= 0, 'an integer >= 0')
-        self.mesh_alpha = declare(self, 'mesh_alpha', 0.8, 'Opacity of the meshes',
-                                  lambda v: 0.0 <= v <= 1.0, 'a number in [0, 1]')
-        self.line_width = declare(self, 'grasp_line_width', 0.002,
-                                  'Line width of the gripper markers [m]', non_negative,
-                                  'a number >= 0')
+        values = declare_params(self, PARAMETERS)
+        self.max_grasps = values['max_grasp_markers']
+        self.mesh_alpha = values['mesh_alpha']
+        self.line_width = values['grasp_line_width']
         self.markers_pub = self.create_publisher(MarkerArray, MARKERS_TOPIC, LATCHED_QOS)
         self.cloud_pub = self.create_publisher(PointCloud2, RECONSTRUCTION_CLOUD_TOPIC,
                                                LATCHED_QOS)

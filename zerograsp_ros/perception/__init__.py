@@ -1,1 +1,1 @@
-"""Perception: tabletop segmentation, meshing and the in-process grasp pipeline."""
+"""Perception: tabletop segmentation, depth-scale tare and the in-process grasp pipeline."""

@@ -16,14 +16,14 @@ import numpy as np
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import unproject
 from zerograsp_ros.geometry.rgbd import RGBDFrame, validate_frame
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 from zerograsp_ros.grasp.representation import GraspSet
 from zerograsp_ros.perception.segmentation import (
     DEFAULT_SEGMENTER,
     FALLBACK_SEGMENTER,
     make_segmenter,
 )
-
-DEFAULT_GRIPPER = 'robotiq_2f85'
+from zerograsp_ros.runtime import StageTimer
 
 
 @dataclass
@@ -44,25 +44,6 @@ class RefinementOutput:
     rejection_counts: dict[str, int]
     seconds: float
     warnings: list[str] = field(default_factory=list)
-
-
-class Stopwatch:
-    """Accumulates named wall-time stages."""
-
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def stage(self, name: str):
-        watch = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                watch.times[name] = watch.times.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Stage()
 
 
 def check_labels(frame: RGBDFrame, labels: np.ndarray | None) -> np.ndarray:
@@ -193,12 +174,12 @@ class GraspPipeline:
     # ----------------------------------------------------------------- stages
 
     def prepare(self, frame: RGBDFrame, labels: np.ndarray | None = None,
-                watch: Stopwatch | None = None, need_plane: bool = True):
+                watch: StageTimer | None = None, need_plane: bool = True):
         """Validate, segment when no labels are given, fit the table plane (if needed).
 
         Returns (frame with labels, table_plane or None, warnings).
         """
-        watch = watch or Stopwatch()
+        watch = watch or StageTimer()
         warnings: list[str] = []
         with watch.stage('validation'):
             validate_frame(frame)
@@ -222,9 +203,9 @@ class GraspPipeline:
                         meta=dict(frame.meta))
         return out, plane, warnings
 
-    def predict(self, frame: RGBDFrame, watch: Stopwatch | None = None):
+    def predict(self, frame: RGBDFrame, watch: StageTimer | None = None):
         """Run the network on a labelled frame; returns the model's Prediction."""
-        watch = watch or Stopwatch()
+        watch = watch or StageTimer()
         start = time.perf_counter()
         prediction = self.predictor.predict(frame,
                                             max_grasps_per_object=self.max_grasps_per_object)
@@ -252,7 +233,7 @@ class GraspPipeline:
     def run(self, frame: RGBDFrame, labels: np.ndarray | None = None, refine: bool = True,
             max_grasps: int | None = None) -> PipelineResult:
         """The whole pipeline in process; InputError names the cause of any bad input."""
-        watch = Stopwatch()
+        watch = StageTimer()
         start = time.perf_counter()
         k = int(max_grasps) if max_grasps else self.max_grasps
         labelled, plane, warnings = self.prepare(frame, labels, watch)

@@ -21,6 +21,7 @@ import numpy as np
 from zerograsp_ros.errors import CheckpointError, InputError
 from zerograsp_ros.geometry.camera import unproject
 from zerograsp_ros.geometry.rgbd import RGBDFrame, validate_frame
+from zerograsp_ros.runtime import resolve_device
 
 
 class SegmenterUnavailable(CheckpointError):
@@ -238,10 +239,7 @@ class Sam2Segmenter:
             raise SegmenterUnavailable(
                 f"segmenter 'sam2' needs local weights: checkpoint '{checkpoint}' does not exist "
                 '(set the sam2_checkpoint parameter to a downloaded sam2.1_*.pt file)')
-        import torch
-
-        if device == 'auto':
-            device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        device = str(resolve_device(device))
         try:
             model = build_sam2(model_config, str(path), device=device)
         except Exception as exc:  # wrong config / corrupt weights: name both

@@ -23,6 +23,7 @@ import numpy as np
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import unproject
 from zerograsp_ros.geometry.rgbd import RGBDFrame, validate_frame
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
 from zerograsp_ros.grasp.representation import GraspSet
 
@@ -68,7 +69,7 @@ def _frame_from(approach: np.ndarray, closing: np.ndarray) -> np.ndarray:
 
 def random_grasps(frame: RGBDFrame, num_grasps: int = 50, rng: np.random.Generator | None = None,
                   table_plane=None, gripper: GripperModel | None = None) -> GraspSet:
-    gripper = gripper or gripper_preset('robotiq_2f85')
+    gripper = gripper or gripper_preset(DEFAULT_GRIPPER)
     rng = rng if rng is not None else np.random.default_rng(0)
     _, obj, plane = _cloud(frame, table_plane)
     if len(obj) == 0:
@@ -102,7 +103,7 @@ def highest_point_grasps(frame: RGBDFrame, num_grasps: int = 10, table_plane=Non
     gives no new proposal; `in_workspace` (camera-frame points -> bool mask), when
     given, drops grasp centres outside the region the executor accepts.
     """
-    gripper = gripper or gripper_preset('robotiq_2f85')
+    gripper = gripper or gripper_preset(DEFAULT_GRIPPER)
     _, obj, plane = _cloud(frame, table_plane)
     if len(obj) == 0:
         return GraspSet.empty()
@@ -198,7 +199,7 @@ def antipodal_grasps(frame: RGBDFrame, num_samples: int = 80,
     from scipy.spatial import cKDTree
 
     from zerograsp_ros.grasp.refinement import RefinementConfig, check_collisions
-    gripper = gripper or gripper_preset('robotiq_2f85')
+    gripper = gripper or gripper_preset(DEFAULT_GRIPPER)
     rng = rng if rng is not None else np.random.default_rng(0)
     pts, obj, plane = _cloud(frame, table_plane)
     if len(obj) < 10:

@@ -37,6 +37,7 @@ import numpy as np
 
 from zerograsp_ros.errors import CheckpointError, InputError
 from zerograsp_ros.geometry.rgbd import RGBDFrame
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 from zerograsp_ros.grasp.representation import GraspSet
 from zerograsp_ros.sim.benchmark_report import (  # noqa: F401  (re-exported)
     markdown_table,
@@ -123,8 +124,8 @@ def node_default_segmenter():
     import yaml
 
     from zerograsp_ros.perception.segmentation import make_segmenter
-    from zerograsp_ros.sim.cell import package_file
-    params = yaml.safe_load(package_file('config/perception.yaml').read_text())
+    from zerograsp_ros.resources import package_file
+    params = yaml.safe_load(package_file('config', 'perception.yaml').read_text())
     params = params['/**']['ros__parameters']
     kind = params.get('segmenter', 'tabletop')
     tabletop = dict(params.get('tabletop', {}))
@@ -175,7 +176,7 @@ def make_planner(method: str, predictor=None, grasps_per_object: int = 256, cell
     if method == 'zerograsp_pipeline':
         from zerograsp_ros.grasp.gripper import gripper_preset
         pipeline = GraspPipeline(predictor, segmenter or node_default_segmenter(),
-                                 gripper=gripper_preset('robotiq_2f85'),
+                                 gripper=gripper_preset(DEFAULT_GRIPPER),
                                  refinement_config=RefinementConfig(), max_grasps=50,
                                  max_grasps_per_object=grasps_per_object)
 
@@ -224,8 +225,8 @@ def _jsonable(obj):
 
 def code_version() -> str:
     """Hash of the package code the rounds run (nodes/ excluded), its configs and URDFs."""
-    from zerograsp_ros.sim.cell import PACKAGE_ROOT
-    root = PACKAGE_ROOT
+    from zerograsp_ros.resources import SOURCE_ROOT
+    root = SOURCE_ROOT
     files = sorted(f for f in (root / 'zerograsp_ros').rglob('*.py')
                    if 'nodes' not in f.relative_to(root).parts)
     files += sorted((root / 'config').rglob('*.yaml')) + sorted((root / 'urdf').glob('*.urdf'))
@@ -239,7 +240,7 @@ def round_cache_components(config: BenchmarkConfig) -> dict:
     from zerograsp_ros.grasp.refinement import RefinementConfig, paper_refinement_config
     from zerograsp_ros.perception.depth_tare import DepthTareConfig
     from zerograsp_ros.sim import scene as scn
-    from zerograsp_ros.sim.cell import load_sim_cell_config
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
     settings = {k: v for k, v in asdict(config).items()
                 if k not in ('methods', 'rounds', 'layouts', 'zerograsp_rounds', 'checkpoint')}
     cell = asdict(load_sim_cell_config())

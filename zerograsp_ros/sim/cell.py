@@ -23,19 +23,31 @@ lists world -> base -> camera for TF.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import os
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics
 from zerograsp_ros.geometry.rgbd import RGBDFrame
+from zerograsp_ros.geometry.transforms import (
+    check_rigid,
+    interpolate_poses,
+    matrix_to_pose,
+    pose_to_matrix,
+    rotation_angle,
+)
+from zerograsp_ros.resources import package_file
 from zerograsp_ros.sim import scene as scn
+from zerograsp_ros.sim.cell_config import (  # noqa: F401  (the config's names, re-exported)
+    WORLD_FRAME,
+    SimCellConfig,
+    cell_static_transforms,
+    load_sim_cell_config,
+    sim_cell_config_from_parameters,
+)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 GRIPPER_STROKE = 0.085            # max opening between the pads [m]
 TCP_OFFSET = 0.149                # flange (gripper_base) -> TCP along the approach [m]
 FINGER_LENGTH = 0.055
@@ -48,150 +60,11 @@ PANDA_FLANGE_LINK = 7             # panda_link8 in pybullet_data's panda.urdf
 R_FLANGE_TCP = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 
-def package_file(relative: str) -> Path:
-    """A file of this package: the source tree first, else the install space's share/."""
-    candidates = [PACKAGE_ROOT / relative]
-    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / 'share' / 'zerograsp_ros' / relative)
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise InputError(f'zerograsp_ros file {relative} not found (looked in '
-                     f'{", ".join(str(c) for c in candidates)})')
-
-
-def _matrix16(raw, key: str) -> np.ndarray:
-    arr = np.asarray(raw, dtype=np.float64).reshape(-1)
-    if arr.shape != (16,) or not np.isfinite(arr).all():
-        raise InputError(f'sim cell config: {key} must be 16 finite numbers (4x4 row-major)')
-    T = arr.reshape(4, 4)
-    R = T[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or not np.allclose(T[3], [0, 0, 0, 1]):
-        raise InputError(f'sim cell config: {key} is not a rigid transform')
-    return T
-
-
-@dataclass
-class SimCellConfig:
-    """Parameters of the cell (defaults = config/sim_cell.yaml)."""
-
-    intrinsics: CameraIntrinsics = field(default_factory=CameraIntrinsics.d435)
-    T_world_base: np.ndarray = field(default_factory=lambda: _translation([-0.55, 0, 0]))
-    T_base_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
-    base_frame: str = 'panda_link0'
-    camera_frame: str = 'camera_color_optical_frame'
-    depth_noise: bool = True
-    seed: int = 0
-    num_objects: int = 5
-    layout: str = 'pile'
-    split: str = 'test'
-    grip_force: float = 40.0
-    tcp_speed: float = 0.15
-    check_reachability: bool = True
-    parameters: dict = field(default_factory=dict)   # the raw ros__parameters
-
-    @property
-    def T_world_camera(self) -> np.ndarray:
-        return self.T_world_base @ self.T_base_camera
-
-
-def _translation(xyz) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, 3] = xyz
-    return T
-
-
-def sim_cell_config_from_parameters(params: dict) -> SimCellConfig:
-    """Build the config from a ros__parameters mapping (missing keys keep defaults)."""
-    try:
-        intr = CameraIntrinsics(float(params.get('fx', 615.0)), float(params.get('fy', 615.0)),
-                                float(params.get('cx', 320.0)), float(params.get('cy', 240.0)),
-                                int(params.get('image_width', 640)),
-                                int(params.get('image_height', 480)))
-        intr.validate()
-        cfg = SimCellConfig(
-            intrinsics=intr,
-            T_world_base=_matrix16(params['T_world_base'], 'T_world_base')
-            if 'T_world_base' in params else _translation([-0.55, 0, 0]),
-            T_base_camera=_matrix16(params['T_base_camera'], 'T_base_camera')
-            if 'T_base_camera' in params else np.eye(4),
-            base_frame=str(params.get('base_frame', 'panda_link0')),
-            camera_frame=str(params.get('camera_frame', 'camera_color_optical_frame')),
-            depth_noise=bool(params.get('depth_noise', True)),
-            seed=int(params.get('seed', 0)), num_objects=int(params.get('num_objects', 5)),
-            layout=str(params.get('layout', 'pile')), split=str(params.get('split', 'test')),
-            grip_force=float(params.get('grip_force', 40.0)),
-            tcp_speed=float(params.get('tcp_speed', 0.15)),
-            check_reachability=bool(params.get('check_reachability', True)),
-            parameters=dict(params))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f'sim cell config has a malformed value: {exc}') from exc
-    if cfg.tcp_speed <= 0 or cfg.grip_force <= 0:
-        raise InputError('sim cell config: tcp_speed and grip_force must be positive')
-    return cfg
-
-
-def load_sim_cell_config(path: str | Path | None = None) -> SimCellConfig:
-    """Read config/sim_cell.yaml (or `path`): the node's ros__parameters."""
-    p = Path(path) if path is not None else package_file('config/sim_cell.yaml')
-    if not p.is_file():
-        raise InputError(f'sim cell config {p} does not exist')
-    try:
-        data = yaml.safe_load(p.read_text())
-        params = data['sim_cell_node']['ros__parameters']
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise InputError(f'sim cell config {p} lacks sim_cell_node.ros__parameters: {exc}') \
-            from exc
-    return sim_cell_config_from_parameters(params)
-
-
-WORLD_FRAME = 'world'
-
-
-def cell_static_transforms(config: SimCellConfig, world_frame: str = WORLD_FRAME
-                           ) -> list[tuple[str, str, np.ndarray]]:
-    """The cell's fixed frames as (parent, child, T_parent_child): world -> base -> camera.
-
-    The camera optical frame (the images' frame_id) hangs directly under the robot base:
-    no RealSense driver runs in the sim to publish camera_link -> optical frame. A base
-    frame named like the world frame is allowed with an identity T_world_base only (that
-    transform is then left out, a frame cannot be its own parent).
-    """
-    world, base, camera = world_frame, config.base_frame, config.camera_frame
-    for what, name in (('world', world), ('base', base), ('camera', camera)):
-        if not name or name != name.strip() or name.startswith('/'):
-            raise InputError(f"sim cell {what} frame {name!r} is not a valid tf2 frame id "
-                             "(empty, surrounding spaces or a leading '/')")
-    if camera in (world, base):
-        raise InputError(f"sim cell camera frame '{camera}' must differ from the world frame "
-                         f"'{world}' and the base frame '{base}'")
-    transforms = []
-    if base == world:
-        if not np.allclose(config.T_world_base, np.eye(4), atol=1e-9):
-            raise InputError(f"sim cell base frame is named '{world}' like the world frame "
-                             'but T_world_base is not the identity')
-    else:
-        transforms.append((world, base, config.T_world_base.copy()))
-    transforms.append((base, camera, config.T_base_camera.copy()))
-    return transforms
-
-
 @dataclass
 class GraspOutcome:
     success: bool
     reason: str          # 'success' or why it failed
     object_id: int = 0   # the held object (0 = none)
-
-
-def _check_pose(T: np.ndarray, name: str) -> np.ndarray:
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4) or not np.isfinite(T).all():
-        raise InputError(f'{name} must be a finite 4x4 matrix')
-    R = T[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
-        raise InputError(f'{name} rotation is not orthonormal and right-handed')
-    return T
 
 
 class SimCell:
@@ -206,7 +79,7 @@ class SimCell:
         import pybullet_data
         self.panda = p.loadURDF(os.path.join(pybullet_data.getDataPath(),
                                              'franka_panda/panda.urdf'),
-                                *scn.matrix_to_pose(self.config.T_world_base),
+                                *matrix_to_pose(self.config.T_world_base),
                                 useFixedBase=True, physicsClientId=self._kin)
         self._panda_joints = list(range(7))
         self._set_panda_joints(PANDA_HOME)
@@ -223,15 +96,15 @@ class SimCell:
         p.setPhysicsEngineParameter(fixedTimeStep=1.0 / scn.PHYSICS_HZ, numSolverIterations=80,
                                     deterministicOverlappingPairs=1, physicsClientId=c)
         self.table = scn.add_table(c)
-        urdf = package_file('urdf/robotiq_2f85_sim.urdf')
+        urdf = package_file('urdf', 'robotiq_2f85_sim.urdf')
         self._park = self._home_tcp_world()
-        self.gripper = p.loadURDF(str(urdf), *scn.matrix_to_pose(self._base_from_tcp(self._park)),
+        self.gripper = p.loadURDF(str(urdf), *matrix_to_pose(self._base_from_tcp(self._park)),
                                   physicsClientId=c)
         self.fingers = (0, 1)
         for j in self.fingers:
             p.changeDynamics(self.gripper, j, lateralFriction=1.0, spinningFriction=0.002,
                              physicsClientId=c)
-        pos, quat = scn.matrix_to_pose(self._base_from_tcp(self._park))
+        pos, quat = matrix_to_pose(self._base_from_tcp(self._park))
         self._constraint = p.createConstraint(self.gripper, -1, -1, -1, p.JOINT_FIXED, [0, 0, 0],
                                               [0, 0, 0], pos, childFrameOrientation=quat,
                                               physicsClientId=c)
@@ -370,7 +243,7 @@ class SimCell:
         T_flange = T_world_tcp.copy()
         T_flange[:3, :3] = T_world_tcp[:3, :3] @ R_FLANGE_TCP.T
         T_flange[:3, 3] = T_world_tcp[:3, 3] - TCP_OFFSET * T_world_tcp[:3, 0]
-        pos, quat = scn.matrix_to_pose(T_flange)
+        pos, quat = matrix_to_pose(T_flange)
         lower = np.array([-2.9, -1.76, -2.9, -3.07, -2.9, -0.017, -2.9])
         upper = np.array([2.9, 1.76, 2.9, -0.07, 2.9, 3.75, 2.9])
         best = (np.inf, np.inf)
@@ -389,10 +262,9 @@ class SimCell:
                 self._set_panda_joints(np.clip(q[:7], lower, upper))
             state = p.getLinkState(self.panda, PANDA_FLANGE_LINK, computeForwardKinematics=True,
                                    physicsClientId=self._kin)
-            T_fk = scn.pose_to_matrix(state[4], state[5])
+            T_fk = pose_to_matrix(state[4], state[5])
             pos_err = np.linalg.norm(T_fk[:3, 3] - T_flange[:3, 3])
-            cos = (np.trace(T_fk[:3, :3].T @ T_flange[:3, :3]) - 1) / 2
-            ang_err = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+            ang_err = np.degrees(rotation_angle(T_fk[:3, :3], T_flange[:3, :3]))
             if pos_err <= 0.01 and ang_err <= 5.0:
                 return True, 'reachable'
             best = min(best, (pos_err, ang_err))
@@ -405,12 +277,12 @@ class SimCell:
             self.p.stepSimulation(physicsClientId=self.client)
 
     def _drive_base(self, T_world_tcp: np.ndarray) -> None:
-        pos, quat = scn.matrix_to_pose(self._base_from_tcp(T_world_tcp))
+        pos, quat = matrix_to_pose(self._base_from_tcp(T_world_tcp))
         self.p.changeConstraint(self._constraint, pos, quat, maxForce=300,
                                 physicsClientId=self.client)
 
     def _teleport(self, T_world_tcp: np.ndarray) -> None:
-        pos, quat = scn.matrix_to_pose(self._base_from_tcp(T_world_tcp))
+        pos, quat = matrix_to_pose(self._base_from_tcp(T_world_tcp))
         self.p.resetBasePositionAndOrientation(self.gripper, pos, quat,
                                                physicsClientId=self.client)
         self.p.resetBaseVelocity(self.gripper, [0, 0, 0], [0, 0, 0], physicsClientId=self.client)
@@ -429,19 +301,12 @@ class SimCell:
 
     def _move_line(self, T_goal: np.ndarray, abort_on_contact: bool = False) -> bool:
         """Drive the TCP along a straight line (orientation slerped); False if aborted."""
-        from scipy.spatial.transform import Rotation, Slerp
         T0 = self._tcp_world
         dist = np.linalg.norm(T_goal[:3, 3] - T0[:3, 3])
-        ang = np.linalg.norm((Rotation.from_matrix(T0[:3, :3]).inv()
-                              * Rotation.from_matrix(T_goal[:3, :3])).as_rotvec())
+        ang = rotation_angle(T0[:3, :3], T_goal[:3, :3])
         dt = 1.0 / scn.PHYSICS_HZ
         n = max(1, int(np.ceil(max(dist / self.config.tcp_speed, ang / 1.5) / dt)))
-        slerp = Slerp([0, 1], Rotation.from_matrix([T0[:3, :3], T_goal[:3, :3]]))
-        for i in range(1, n + 1):
-            s = i / n
-            T = np.eye(4)
-            T[:3, :3] = slerp(s).as_matrix()
-            T[:3, 3] = (1 - s) * T0[:3, 3] + s * T_goal[:3, 3]
+        for T in interpolate_poses(T0, T_goal, n):
             self._drive_base(T)
             self._tcp_world = T
             self._step()
@@ -510,7 +375,7 @@ class SimCell:
         The pose must be reachable by the Panda (when configured) and above the table.
         Returns (ok, message); contacts on the way are reported in the message.
         """
-        T_base_tcp = _check_pose(T_base_tcp, 'T_base_tcp')
+        T_base_tcp = check_rigid(T_base_tcp, 'T_base_tcp')
         T_goal = self.config.T_world_base @ T_base_tcp
         if T_goal[2, 3] < -0.002:
             return False, f'TCP target {T_goal[2, 3]:.3f} m is below the table top (world z)'
@@ -556,7 +421,7 @@ class SimCell:
         left the workspace are removed too. `width` opens to that width (+1 cm)
         instead of the full stroke.
         """
-        T = _check_pose(T_world_grasp, 'T_world_grasp')
+        T = check_rigid(T_world_grasp, 'T_world_grasp')
         if not np.isfinite(depth):
             raise InputError(f'grasp depth must be finite, got {depth}')
         if width is not None and not (np.isfinite(width) and width > 0):

@@ -30,6 +30,7 @@ import trimesh
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics
 from zerograsp_ros.geometry.rgbd import RGBDFrame
+from zerograsp_ros.geometry.transforms import matrix_to_pose, pose_to_matrix
 
 WORKSPACE_HALF = 0.15          # workspace cube is 0.30 m wide, centred on the origin
 WORKSPACE_HEIGHT = 0.30
@@ -243,19 +244,6 @@ def write_object_urdf(obj: SceneObject) -> str:
 
 
 # ----------------------------------------------------------------------------- pybullet helpers
-
-def pose_to_matrix(position, quaternion_xyzw) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat(quaternion_xyzw).as_matrix()
-    T[:3, 3] = position
-    return T
-
-
-def matrix_to_pose(T: np.ndarray) -> tuple[list, list]:
-    from scipy.spatial.transform import Rotation
-    return list(map(float, T[:3, 3])), list(map(float, Rotation.from_matrix(T[:3, :3]).as_quat()))
-
 
 def spawn_object(client: int, obj: SceneObject, pose: np.ndarray | None = None) -> int:
     """Load a SceneObject into a pybullet client at `pose` (default obj.pose); returns body id."""

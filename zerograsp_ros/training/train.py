@@ -29,8 +29,8 @@ from zerograsp_ros.data.dataset import SceneRecord, ShardDataset
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from zerograsp_ros.model.config import preset
-from zerograsp_ros.model.inference import resolve_device
 from zerograsp_ros.model.network import ZeroGraspNet, training_step
+from zerograsp_ros.runtime import resolve_device
 
 
 class Logger:
