@@ -6,7 +6,10 @@
 Both sides do the same work on the sample frame (samples/tabletop): tabletop
 segmentation, ZeroGrasp inference, refinement. Over DDS the frame travels in the
 request to grasp_node (another process, started here with `bringup
---perception-only`), the reconstruction to refinement_node and the grasps back.
+--perception-only`), which refines in process (its default) and sends the grasps
+back; `--refine-service` makes grasp_node call /refine_grasps instead
+(`use_refine_service: true`: the reconstruction and the frame go to refinement_node
+and the grasps come back, the path before in-process refinement).
 Calls alternate between the two paths so machine load hits both alike.
 Writes benchmarks/results/service_latency.json (+ .png).
 """
@@ -86,6 +89,9 @@ def main(argv=None) -> int:
     ap.add_argument('--torch-threads', type=int, default=1,
                     help='torch CPU threads on both paths (grasp_node and refinement_node '
                          'parameter torch_threads)')
+    ap.add_argument('--refine-service', action='store_true',
+                    help='grasp_node refines through /refine_grasps (refinement_node), not '
+                         'in process')
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' / 'service_latency'))
     args = ap.parse_args(argv)
     from tqdm import tqdm
@@ -118,6 +124,7 @@ def main(argv=None) -> int:
     # streamed frame) is slowed to stream_rate so that it does not load the server.
     params.write_text('grasp_node:\n  ros__parameters:\n'
                       f'    torch_threads: {args.torch_threads}\n'
+                      f'    use_refine_service: {str(args.refine_service).lower()}\n'
                       'refinement_node:\n  ros__parameters:\n'
                       f'    torch_threads: {args.torch_threads}\n'
                       'camera_node:\n  ros__parameters:\n'
@@ -195,6 +202,8 @@ def main(argv=None) -> int:
         'command': 'python ' + ' '.join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
         'weights': weights, 'device': args.device, 'frame': 'samples/tabletop (640x480)',
         'torch_threads': args.torch_threads, 'stream_rate_hz': args.stream_rate,
+        'grasp_node_refinement': 'service /refine_grasps' if args.refine_service
+        else 'in process (default)',
         'dds': dds_p, 'in_process': local_p,
         'overhead_ratio_p50': round(dds_p['p50_s'] / local_p['p50_s'], 3),
         'overhead_ratio_p95': round(dds_p['p95_s'] / local_p['p95_s'], 3),
@@ -207,12 +216,12 @@ def main(argv=None) -> int:
         'stage_means_dds_s': stage_means(dds_stages),
         'stage_means_in_process_s': stage_means(local_stages),
         'notes': 'Same work on both paths (segmentation, inference, refinement). DDS adds '
-                 'serialising the 640x480 frame into the request, the reconstruction to '
-                 'refinement_node and the grasps back, plus executor scheduling. '
+                 'serialising the 640x480 frame into the request, decoding it in grasp_node '
+                 'and the grasps back, plus executor scheduling; with --refine-service also '
+                 'the reconstruction and the frame to refinement_node, which decodes the '
+                 'frame and refits the table plane, and the grasps back. '
                  'transport_overhead = client latency - time inside the grasp_node callback '
-                 '(excludes the /refine_grasps round trip, which is inside the callback). '
-                 'The server also refits the table plane in refinement_node (the in-process '
-                 'pipeline reuses the segmentation plane). '
+                 '(a /refine_grasps round trip is inside the callback). '
                  'Shared 2-core machine: absolute times move with the load of other jobs '
                  '(load_average_1min).',
     }

@@ -95,7 +95,7 @@ def servers(ros_domain, checkpoint, tmp_path_factory):
                     '--ros-args', '--log-level', 'warn'], logs / 'bringup.log')
     lone = _start(['-m', 'zerograsp_ros.nodes.grasp_node', '--ros-args', '-r', '__ns:=/lone',
                    '-p', f'checkpoint:={checkpoint}', '-p', 'device:=cpu',
-                   '-p', 'torch_threads:=1', '-p', 'refine_service_wait:=1.0'],
+                   '-p', 'torch_threads:=1'],
                   logs / 'lone.log')
     try:
         _wait_ready(*graph, '[bringup] running')
@@ -190,16 +190,22 @@ def test_request_before_any_frame_fails_fast_and_names_it(client):
     assert time.monotonic() - start < 10.0
 
 
-def test_refinement_service_down_is_an_error_or_explicitly_unrefined(client):
+def test_a_grasp_node_refines_in_process_without_any_refinement_node(client):
+    """The lone node has no /refine_grasps to call: by default it does not need one."""
     from zerograsp_ros.srv import PredictGrasps
 
     frame = _sample_frame_msg()
+    start = time.monotonic()
     response = _call(client, 'lone', PredictGrasps.Request(frame=frame))
-    assert not response.success
-    assert '/refine_grasps is not available' in response.message
-    response = _call(client, 'lone', PredictGrasps.Request(frame=frame, allow_unrefined=True))
-    assert response.success, response.message
-    assert 'UNREFINED' in response.message and response.grasps.grasps
+    assert 'not available' not in response.message and 'did not answer' not in \
+        response.message, response.message
+    if TRAINED.is_file():
+        assert response.success and 'refined grasps' in response.message, response.message
+    else:   # random weights: refinement ran and says why nothing survived
+        assert response.success or 'no grasp survived refinement' in response.message, \
+            response.message
+    assert 'refinement' in response.stage_names
+    assert time.monotonic() - start < 120.0   # no refine_timeout (30 s) waited out
     assert response.grasps.header.frame_id == frame.header.frame_id
     for g in response.grasps.grasps:
         assert np.isfinite([g.pose.position.x, g.pose.position.y, g.pose.position.z,
@@ -254,7 +260,12 @@ def test_refine_grasps_over_dds_keeps_grasps_on_the_true_objects(client):
     import trimesh
 
     from zerograsp_ros.grasp.representation import GraspSet, rotation_from_axes
-    from zerograsp_ros.nodes.conversions import ObjectShape, grasps_to_msg, scene_to_msg
+    from zerograsp_ros.nodes.conversions import (
+        ObjectShape,
+        grasps_to_msg,
+        msg_to_grasps,
+        scene_to_msg,
+    )
     from zerograsp_ros.perception.segmentation import make_segmenter
     from zerograsp_ros.srv import RefineGrasps
 
@@ -295,6 +306,39 @@ def test_refine_grasps_over_dds_keeps_grasps_on_the_true_objects(client):
     _assert_on_objects(response.grasps, meshes)
     scores = [g.score for g in response.grasps.grasps]
     assert scores == sorted(scores, reverse=True)
+    # grasp_node refines in process by default: the same code and the same parameters
+    # (config/perception.yaml) give the same decisions as the service.
+    local = _refine_in_process(candidates, objects, frame_msg, plane, 20)
+    assert dict(local.rejection_counts) == counts
+    served = msg_to_grasps(response.grasps)
+    np.testing.assert_allclose(local.grasps.translations, served.translations, atol=1e-6)
+    np.testing.assert_allclose(local.grasps.rotations, served.rotations, atol=1e-6)
+    np.testing.assert_allclose(local.grasps.scores, served.scores, rtol=1e-6)
+
+
+def _refine_in_process(grasps, objects, frame_msg, plane, max_grasps):
+    """grasp_node's in-process refinement with the parameters of config/perception.yaml."""
+    import yaml
+
+    from zerograsp_ros.nodes.conversions import rgbd_msg_to_frame
+    from zerograsp_ros.nodes.refinement_node import (
+        REFINEMENT_PARAMETERS,
+        refinement_from_parameters,
+    )
+    from zerograsp_ros.perception.pipeline import refine_on_reconstruction
+
+    shared = yaml.safe_load((REPO / 'config' / 'perception.yaml').read_text())
+    shared = shared['/**']['ros__parameters']
+    values = {p.name: p.default for p in REFINEMENT_PARAMETERS}
+    values.update({f'refinement.{k}': v for k, v in shared['refinement'].items()})
+    values['gripper'] = shared['gripper']
+    for p in REFINEMENT_PARAMETERS:   # what the node's declared parameter gives it
+        if p.convert is not None:
+            values[p.name] = p.convert(values[p.name])
+    gripper, config = refinement_from_parameters(values)
+    return refine_on_reconstruction(grasps, objects, gripper, config,
+                                    frame=rgbd_msg_to_frame(frame_msg), table_plane=plane,
+                                    max_grasps=max_grasps)
 
 
 def _predict_on_stream(client, request, timeout=60.0):

@@ -27,6 +27,8 @@ def main(argv):
     ns = ['--ros-args', '-r', f'__ns:={namespace}']
     grasp = GraspNode(cli_args=ns, parameter_overrides=[
         Parameter('checkpoint', value=checkpoint), Parameter('device', value='cpu'),
+        # refinement through the killable refinement_node, not in process (the default)
+        Parameter('use_refine_service', value=True),
         Parameter('max_frame_age', value=1.5), Parameter('refine_service_wait', value=1.0),
         Parameter('refine_timeout', value=20.0), Parameter('max_grasps_per_object', value=16),
         # crowded 2-core test machine: the 8-client test queues everyone, none refused

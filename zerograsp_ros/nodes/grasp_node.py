@@ -5,9 +5,14 @@
 - A request uses its own frame/masks, or the latest fresh frame (max_frame_age)
   with its masks (segmenting in process when the segmentation node has not
   delivered masks for it yet).
-- Refinement goes through /refine_grasps, called asynchronously from a third
-  callback group; when the service is down the request fails with a clear
-  message, or returns unrefined grasps if request.allow_unrefined.
+- Refinement runs in this process by default: the same code
+  (perception.pipeline.refine_on_reconstruction) and the same parameters
+  (REFINEMENT_PARAMETERS, config/perception.yaml's shared section) that
+  refinement_node serves /refine_grasps with, on the frame, objects and table plane
+  already decoded here; no grasps, reconstruction or frame cross a message. With
+  `use_refine_service` it calls /refine_grasps instead, asynchronously from a third
+  callback group; when that service is down the request fails with a clear message,
+  or returns unrefined grasps if request.allow_unrefined.
 - Results are published (transient local) for the visualisation node; with
   `continuous` the node also predicts on every new frame.
 """
@@ -52,6 +57,7 @@ from zerograsp_ros.nodes.conversions import (
     scene_to_msg,
     stamp_to_seconds,
 )
+from zerograsp_ros.nodes.refinement_node import REFINEMENT_PARAMETERS, refinement_from_parameters
 from zerograsp_ros.nodes.request_limits import (
     Admission,
     Deadline,
@@ -82,6 +88,10 @@ PARAMETERS = (
           at_least_one, 'an integer >= 1'),
     Param('max_frame_age', 2.0, 'A request without a frame fails when the latest frame is '
           'older than this [s]', *POSITIVE),
+    Param('use_refine_service', False, 'Refine through the /refine_grasps service (another '
+          'process) instead of in this process with the same code and parameters'),
+    Param('refinement_device', 'cpu', "In-process refinement: torch device ('cpu', "
+          "'cuda[:N]' or 'auto')", is_device, "'auto', 'cpu' or 'cuda[:N]'"),
     Param('refine_service_wait', 2.0, 'How long to wait for /refine_grasps to appear [s]',
           non_negative, 'a number >= 0'),
     Param('refine_timeout', 30.0, 'How long to wait for the refinement answer [s]', *POSITIVE),
@@ -89,9 +99,10 @@ PARAMETERS = (
     Param('continuous', False, 'Also predict on every new frame and publish the results'),
     Param('continuous_period', 1.0, 'Continuous mode: how often to look for a new frame [s]',
           *POSITIVE),
-    Param('continuous_refine', True, 'Continuous mode: refine via /refine_grasps'),
+    Param('continuous_refine', True, 'Continuous mode: refine the grasps'),
     Param('torch_threads', 0, 'CPU threads torch may use for inference (0 = torch default; 1 '
           'is fastest on small, busy machines)', lambda v: v >= 0, 'an integer >= 0'),
+    *REFINEMENT_PARAMETERS,
     *SEGMENTER_PARAMETERS,
     *limit_params(('max_image_pixels', 'max_objects', 'min_object_pixels', 'max_object_extent',
                    'deadline', 'max_queued_requests', 'max_queue_wait')),
@@ -110,6 +121,8 @@ class GraspNode(Node):
         self.max_grasps = values['max_grasps']
         max_per_object = values['max_grasps_per_object']
         self.max_frame_age = values['max_frame_age']
+        self.use_refine_service = values['use_refine_service']
+        self.use_table_plane = values['use_table_plane']
         self.refine_wait = values['refine_service_wait']
         self.refine_timeout = values['refine_timeout']
         self.publish_results = values['publish_results']
@@ -129,9 +142,13 @@ class GraspNode(Node):
 
         self.device = str(resolve_device(device))
         predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=self.device)
-        self.pipeline = GraspPipeline(predictor, segmenter, gripper=None,
+        gripper, refinement_config = refinement_from_parameters(values)
+        self.pipeline = GraspPipeline(predictor, segmenter, gripper=gripper,
+                                      refinement_config=refinement_config,
                                       max_grasps=self.max_grasps,
-                                      max_grasps_per_object=max_per_object)
+                                      max_grasps_per_object=max_per_object,
+                                      refinement_device=str(resolve_device(
+                                          values['refinement_device'])))
         self.get_logger().info(f'loaded {checkpoint} on {self.device}')
 
         self.inference_group = MutuallyExclusiveCallbackGroup()
@@ -287,7 +304,11 @@ class GraspNode(Node):
             if labels is not None:
                 check_label_counts(labels, self.limits)
         k = int(request.max_grasps) or self.max_grasps
-        labelled, _, warnings = self.pipeline.prepare(frame, labels, watch, need_plane=False)
+        refine_here = request.refine and not self.use_refine_service
+        labelled, plane, warnings = self.pipeline.prepare(
+            frame, labels, watch, need_plane=refine_here and self.use_table_plane)
+        if not self.use_table_plane:
+            plane = None
         if labels is None:
             check_label_counts(labelled.labels, self.limits)  # what segmentation found
         check_object_extent(labelled.depth, labelled.intrinsics, labelled.labels, self.limits)
@@ -306,28 +327,27 @@ class GraspNode(Node):
         if request.refine:
             try:
                 with watch.stage('refinement'):
-                    refined = self._refine(grasps, prediction.objects, frame_msg, k,
-                                           deadline)
-                grasps_msg = grasps_to_msg(finite_top_k(msg_to_grasps(refined.grasps), k),
-                                           header)
-                counts = dict(zip(refined.rejection_reasons, refined.rejection_counts))
+                    refined, counts = self._refine(grasps, prediction.objects, labelled, plane,
+                                                   frame_msg, k, deadline)
                 rejected = ', '.join(f'{r}: {c}' for r, c in counts.items() if c)
-                if not grasps_msg.grasps:
+                if len(refined) == 0:
                     raise InputError(f'no grasp survived refinement ({rejected or "none"} of '
                                      f'{len(grasps)} rejected)')
-                summary = f'{len(grasps_msg.grasps)} refined grasps on ' \
+                summary = f'{len(refined)} refined grasps on ' \
                           f'{len(prediction.objects)} object(s) (rejected: {rejected or "none"})'
+                grasps = refined
             except RefinementUnavailable as exc:
                 if not request.allow_unrefined:
                     raise
                 warnings.append(f'UNREFINED grasps: {exc}')
-                grasps_msg = grasps_to_msg(finite_top_k(grasps, k), header)
-                summary = f'{len(grasps_msg.grasps)} unrefined grasps on ' \
+                grasps = finite_top_k(grasps, k)
+                summary = f'{len(grasps)} unrefined grasps on ' \
                           f'{len(prediction.objects)} object(s)'
         else:
-            grasps_msg = grasps_to_msg(finite_top_k(grasps, k), header)
-            summary = f'{len(grasps_msg.grasps)} unrefined grasps (refine=false) on ' \
+            grasps = finite_top_k(grasps, k)
+            summary = f'{len(grasps)} unrefined grasps (refine=false) on ' \
                       f'{len(prediction.objects)} object(s)'
+        grasps_msg = grasps_to_msg(grasps, header)
         self.predictions += 1
         response.success = True
         response.message = summary + ''.join(f'; warning: {w}' for w in warnings)
@@ -340,7 +360,17 @@ class GraspNode(Node):
                                         response.reconstruction if
                                         request.return_reconstruction else None)
 
-    def _refine(self, grasps, objects, frame_msg, k, deadline=None):
+    def _refine(self, grasps, objects, frame, plane, frame_msg, k, deadline=None):
+        """(refined top-k grasps, rejection counts), in process or through /refine_grasps."""
+        if not self.use_refine_service:
+            try:   # the code and parameters refinement_node serves /refine_grasps with
+                out = self.pipeline.refine(grasps, objects, frame=frame, table_plane=plane,
+                                           max_grasps=k)
+            except InputError as exc:
+                raise InputError(f'refinement failed: {exc}') from exc
+            for warning in out.warnings:
+                self.get_logger().warn(warning, throttle_duration_sec=5.0)
+            return out.grasps, out.rejection_counts
         if not self.refine_client.service_is_ready() and \
                 not self.refine_client.wait_for_service(timeout_sec=self.refine_wait):
             raise RefinementUnavailable(f'refinement service /{REFINE_SERVICE} is not available '
@@ -369,7 +399,8 @@ class GraspNode(Node):
             raise RefinementUnavailable(f'/{REFINE_SERVICE} call failed: {future.exception()}')
         if not result.success:
             raise InputError(f'refinement failed: {result.message}')
-        return result
+        return msg_to_grasps(result.grasps), dict(zip(result.rejection_reasons,
+                                                      result.rejection_counts))
 
     # ----------------------------------------------------------------- output
 

@@ -1,5 +1,8 @@
 """Refinement node: serves /refine_grasps (contact constraints, collision check, NMS, top-k).
 
+For clients other than grasp_node, which refines in process by default with the same
+code and REFINEMENT_PARAMETERS (`use_refine_service: true` makes it call this service).
+
 The gripper model comes from the `gripper` preset parameter; every field of
 RefinementConfig is a parameter `refinement.<field>`. When the request carries the
 frame, its depth points join the obstacle cloud and the table plane is fitted on it.
@@ -67,20 +70,20 @@ PARAMETERS = (
 )
 
 
-def refinement_from_parameters(values: dict, log=None):
-    """(gripper model, checked RefinementConfig, table-plane segmenter or None)."""
+def refinement_from_parameters(values: dict):
+    """(gripper model, checked RefinementConfig) of the REFINEMENT_PARAMETERS values."""
     config = RefinementConfig(**group(values, 'refinement'))
     config.validate()
-    segmenter = segmenter_from_parameters(values, log) if values['use_table_plane'] else None
-    return gripper_preset(values['gripper']), config, segmenter
+    return gripper_preset(values['gripper']), config
 
 
 class RefinementNode(Node):
     def __init__(self, **kwargs):
         super().__init__('refinement_node', **kwargs)
         values = declare_params(self, PARAMETERS)
-        self.gripper, self.config, self.segmenter = refinement_from_parameters(
-            values, self.get_logger().warn)
+        self.gripper, self.config = refinement_from_parameters(values)
+        self.segmenter = segmenter_from_parameters(values, self.get_logger().warn) \
+            if values['use_table_plane'] else None
         self.max_grasps = values['max_grasps']
         self.torch_threads = values['torch_threads']
         self.limits = limits_from_parameters(values)

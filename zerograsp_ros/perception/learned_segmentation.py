@@ -35,6 +35,7 @@ from zerograsp_ros.perception.segmentation import (
     TabletopConfig,
     fit_plane,
 )
+from zerograsp_ros.resources import package_path
 
 FORMAT_VERSION = 1
 _MAGIC = 'zerograsp_ros.segnet'
@@ -46,17 +47,7 @@ HEIGHT_CLIP = (-0.05, 0.35)   # [m] heights beyond are clipped (table edge, tall
 
 def default_checkpoint() -> Path:
     """checkpoints/segnet.pt of the source tree, else of the installed share directory."""
-    here = Path(__file__).resolve().parents[2] / 'checkpoints' / 'segnet.pt'
-    if here.is_file():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        share = Path(get_package_share_directory('zerograsp_ros')) / 'checkpoints' / 'segnet.pt'
-        if share.is_file():
-            return share
-    except Exception:   # no ament index (plain checkout): the source tree's path is reported
-        pass
-    return here
+    return package_path('checkpoints', 'segnet.pt')
 
 
 # ----------------------------------------------------------------------------- inputs
