@@ -230,6 +230,10 @@ class GraspJudgement:
     width: np.ndarray
     mu_min: np.ndarray         # inf = not force-closure at any mu (or two objects squeezed)
     object_index: np.ndarray   # index into geometry.object_ids of both contacts, -1 = none/mixed
+    # closing-axis coordinate of the left (max y) and right (min y) contact, 0 when empty;
+    # dense_labels.py needs them to tell which foreign points would change the contacts
+    contact_y_left: np.ndarray | None = None
+    contact_y_right: np.ndarray | None = None
 
     def success_at(self, mu: float) -> np.ndarray:
         return ~self.collision & ~self.empty & (self.mu_min <= mu + 1e-9)
@@ -335,7 +339,8 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
         np.asarray(widths, dtype=np.float64).reshape(k, -1), (k, d_cols))
     res = {name: np.zeros((k, d_cols), dtype) for name, dtype in
            (('collision', bool), ('empty', bool), ('width', np.float32),
-            ('mu_min', np.float64), ('object_index', np.int64))}
+            ('mu_min', np.float64), ('object_index', np.int64),
+            ('contact_y_left', np.float32), ('contact_y_right', np.float32))}
     pts = (np.concatenate(geometry.contact_points) if geometry.contact_points
            else np.zeros((0, 3)))
     nrm = (np.concatenate(geometry.contact_normals) if geometry.contact_normals
@@ -380,6 +385,8 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
                 # contact = the patch each pad touches (points within a small band of the
                 # extreme y), so a flat face gives a clean contact line and normal
                 y_l, y_r = np.where(ok, y[il], 0.0), np.where(ok, y[ir], 0.0)
+                res['contact_y_left'][sl, col] = y_l
+                res['contact_y_right'][sl, col] = y_r
                 band = np.minimum(PATCH_BAND_M, (y_l - y_r) / 4.0)
                 g = ki[sel]
                 closing = Rc[:, :, 1]

@@ -1,0 +1,125 @@
+"""Dense grasp labels: per-mesh cache, per-scene collisions, graspness, same judge."""
+import numpy as np
+import pytest
+import trimesh
+
+from zerograsp_ros.data import dense_labels as dl
+from zerograsp_ros.data.labels import FRICTION_COEFFICIENTS, SceneGeometry, judge_grasps
+
+# small but real: 24 points x 30 views x 4 angles x 4 depths per object
+SMALL = dl.DenseLabelConfig(points=24, contact_points=1200, view_stride=10, angle_stride=3)
+BOX = (0.05, 0.06, 0.08)
+
+
+def _pose(x=0.0, y=0.0, z=0.0):
+    T = np.eye(4)
+    T[:3, 3] = (x, y, z)
+    return T
+
+
+@pytest.fixture(scope='module')
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('dense_cache')
+
+
+@pytest.fixture(scope='module')
+def box_cands(cache_dir):
+    return dl.object_candidates(trimesh.creation.box(BOX), None, SMALL, cache_dir)
+
+
+def test_cache_hit_returns_identical_candidates_and_skips_object_stage(
+        box_cands, cache_dir, monkeypatch):
+    assert not box_cands.from_cache and len(box_cands) > 0
+
+    def fail(*_a, **_k):
+        raise AssertionError('object stage ran despite a cached entry')
+
+    monkeypatch.setattr(dl, '_judge_object_alone', fail)
+    again = dl.object_candidates(trimesh.creation.box(BOX), None, SMALL, cache_dir)
+    assert again.from_cache
+    for name in dl.ObjectCandidates._ARRAYS:
+        np.testing.assert_array_equal(getattr(again, name), getattr(box_cands, name))
+    # another size is another mesh: not served from this entry
+    with pytest.raises(AssertionError, match='object stage ran'):
+        dl.object_candidates(trimesh.creation.box((0.05, 0.06, 0.09)), None, SMALL, cache_dir)
+
+
+def test_neighbour_and_table_collisions_removed_per_scene_but_kept_in_cache(
+        box_cands, cache_dir):
+    on_table = _pose(z=BOX[2] / 2)
+    alone = dl.scene_collision_free([box_cands], [on_table], SMALL)[0]
+    R, t, _ = dl.candidate_poses(box_cands, SMALL, on_table)
+    from_below = R[:, 2, 0] > 0.5          # approach pointing up: starts under the table
+    assert from_below.any() and not alone[from_below].any()
+    assert alone[np.abs(R[:, 2, 0]) < 0.3].any()
+    # a second box right next to the +x face blocks grasps that approach towards -x
+    neighbour = dl.object_candidates(trimesh.creation.box(BOX), None, SMALL, cache_dir)
+    next_to = _pose(x=BOX[0] + 0.01, z=BOX[2] / 2)
+    with_nb = dl.scene_collision_free([box_cands, neighbour], [on_table, next_to], SMALL)[0]
+    assert not (with_nb & ~alone).any()          # a neighbour never frees a candidate
+    from_plus_x = (R[:, 0, 0] < -0.7) & alone
+    assert from_plus_x.any() and not with_nb[from_plus_x].any()
+    assert with_nb[(R[:, 0, 0] > 0.7) & alone].any()   # the free side stays graspable
+    cached = dl.object_candidates(trimesh.creation.box(BOX), None, SMALL, cache_dir)
+    assert cached.from_cache and len(cached) == len(box_cands)
+
+
+def test_free_standing_box_graspness_higher_from_the_side_than_from_below(box_cands):
+    on_table = _pose(z=BOX[2] / 2)
+    free = dl.scene_collision_free([box_cands], [on_table], SMALL)[0]
+    labels = dl.view_labels(box_cands, free, SMALL)
+    views_z = SMALL.views()[:, 2]   # box is not rotated: object views are world views
+    side = labels.graspness[:, np.abs(views_z) < 0.3].mean()
+    below = labels.graspness[:, views_z > 0.5].mean()
+    assert side > 0.0 and below == 0.0
+    # without the table the same views from below are graspable (object stage alone)
+    alone = dl.view_labels(box_cands, None, SMALL)
+    assert alone.graspness[:, views_z > 0.5].mean() > 0.0
+
+
+def test_dense_scene_decisions_agree_with_judge_grasps(box_cands, cache_dir):
+    cyl = trimesh.creation.cylinder(radius=0.03, height=0.1, sections=24)
+    cyl_cands = dl.object_candidates(cyl, None, SMALL, cache_dir)
+    yaw = np.eye(4)
+    yaw[:3, :3] = trimesh.transformations.rotation_matrix(0.4, (0, 0, 1))[:3, :3]
+    poses = [_pose(z=BOX[2] / 2) @ yaw, _pose(x=0.065, y=0.02, z=0.05)]
+    exact = dl.DenseLabelConfig(**{**SMALL.__dict__, 'collision_voxel': None})
+    cands = [box_cands, cyl_cands]
+    free = dl.scene_collision_free(cands, poses, exact)
+    posed = [c.contact_points.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+             for c, T in zip(cands, poses)]
+    posed_n = [c.contact_normals.astype(np.float64) @ T[:3, :3].T for c, T in zip(cands, poses)]
+    geometry = SceneGeometry(np.array([0, 1]), posed, posed_n, np.concatenate(posed), 0.0)
+    rng = np.random.default_rng(0)
+    agree = total = removed = 0
+    for k, (c, T) in enumerate(zip(cands, poses)):
+        pick = rng.choice(len(c), size=min(600, len(c)), replace=False)
+        R, t, d = dl.candidate_poses(c, exact, T)
+        j = judge_grasps(R[pick], t[pick], d[pick], geometry, exact.gripper,
+                         width_margin=exact.width_margin)
+        judge_ok = j.success_at(FRICTION_COEFFICIENTS[-1]) & (j.object_index == k)
+        agree += int((judge_ok == free[k][pick]).sum())
+        total += len(pick)
+        removed += int((~free[k][pick]).sum())
+        both = judge_ok & free[k][pick]
+        np.testing.assert_allclose(j.width[both], c.width[pick][both], atol=1e-4)
+    assert removed > 20            # the scene does remove candidates (table, neighbour)
+    assert agree / total >= 0.99, f'{agree}/{total} decisions agree'
+
+
+def test_leaf_targets_cover_every_leaf_and_camera_views(box_cands):
+    on_table = _pose(z=BOX[2] / 2)
+    free = dl.scene_collision_free([box_cands], [on_table], SMALL)[0]
+    T_cam = np.linalg.inv(_pose(z=0.6) @ np.diag([1.0, -1.0, -1.0, 1.0]))  # looking down
+    tg = dl.dense_point_targets(box_cands, dl.view_labels(box_cands, free, SMALL),
+                                T_cam @ on_table, SMALL, num_views=300)
+    assert tg.graspness.shape == (SMALL.points, 300)
+    has = tg.angle_bin >= 0
+    assert has.any() and (tg.depth_bin[has] >= 0).all() and (tg.quality[has] > 0).all()
+    assert ((tg.angle_bin >= -1) & (tg.angle_bin < 12)).all()
+    leaves = trimesh.creation.box(BOX).sample(200) @ T_cam[:3, :3].T  # camera frame
+    leaves = leaves + (T_cam @ on_table)[:3, 3]
+    out = dl.leaf_grasp_targets(tg, leaves)
+    assert out['labelled'].all() and out['graspness'].shape == (200, 300)
+    far = dl.leaf_grasp_targets(tg, leaves + 1.0, max_distance_m=0.005)
+    assert not far['labelled'].any() and (far['graspness'] == 0).all()
