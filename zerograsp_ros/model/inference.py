@@ -10,7 +10,6 @@ frame in metres. Tensors stay on the chosen device until the final copy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import time
 
 import numpy as np
 import torch
@@ -86,12 +85,11 @@ class ZeroGraspPredictor:
         decoder follow that octree's occupancy instead of its own prediction.
         """
         cfg = self.config
-        t0 = time.perf_counter()
-        scene = observe_scene(frame, cfg, object_ids)
-        prep = time.perf_counter() - t0
-        if not scene.objects:
-            return Prediction([], GraspSet.empty(), {'octree': prep}, list(scene.warnings))
         timer = StageTimer(self.device)
+        scene = observe_scene(frame, cfg, object_ids)
+        timer.mark('octree')   # the model books its own octree building here too
+        if not scene.objects:
+            return Prediction([], GraspSet.empty(), dict(timer.times), list(scene.warnings))
         out = self.model([scene], timer=timer, occupancy_guide=occupancy_guide)
         octree = out['octree_out']
         D = cfg.depth
@@ -128,6 +126,4 @@ class ZeroGraspPredictor:
                 object_ids=np.full(len(top), int(oid))))
         timer.mark('meshing')
         grasps = GraspSet.concatenate(grasp_sets).sorted_by_score()
-        times = dict(timer.times)
-        times['octree'] = times.get('octree', 0.0) + prep
-        return Prediction(objects, grasps, times, list(scene.warnings))
+        return Prediction(objects, grasps, dict(timer.times), list(scene.warnings))
