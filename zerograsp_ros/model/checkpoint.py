@@ -63,3 +63,18 @@ def load_checkpoint(path, device='cpu', expected_config: ModelConfig | None = No
     model.to(device)
     model.eval()
     return model, config, state.get('extra', {})
+
+
+def update_checkpoint_extra(path, updates: dict, out=None) -> None:
+    """Write a checkpoint with `updates` merged into its extra dict (weights untouched).
+
+    `out` defaults to `path` (rewritten atomically). CheckpointError as load_checkpoint.
+    """
+    load_checkpoint(path)   # validates magic, version, config and weights
+    state = torch.load(Path(path), map_location='cpu', weights_only=True)
+    state['extra'] = {**dict(state.get('extra', {})), **updates}
+    out = Path(out) if out is not None else Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + '.tmp')
+    torch.save(state, tmp)
+    os.replace(tmp, out)

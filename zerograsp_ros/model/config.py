@@ -27,12 +27,21 @@ octree; the paper preset 1.5 s for 5 objects.
 
 Ablation switches (all presets): use_cvae, use_multi_object_encoder,
 use_occlusion_fields.
+
+Grasp heads (`grasp_head`, all presets): 'direct' regresses one approach and
+one closing axis per leaf (the released code; the shipped checkpoint);
+'paper' classifies per leaf the approach view (60 camera-frame views), the
+in-plane angle, depth and width bins, with graspness and quality (the paper's
+parameterisation; grasp_bins.py).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.grasp.representation import GRASPNET_DEPTHS
+
+GRASP_HEADS = ('direct', 'paper')
 
 
 @dataclass(frozen=True)
@@ -85,19 +94,27 @@ class ModelConfig:
     occlusion_blocks: int = 8       # B: sub-blocks per axis of a latent voxel
     occlusion_channels: int = 64
     neighbour_dilation_px: int = 5
-    # --- grasp parameterisation: direct axes (approach 3, closing 3, width 1, depth 1,
-    #     graspness 1, quality 1)
+    # --- grasp parameterisation. 'direct': approach 3, closing 3, width 1, depth 1,
+    #     graspness 1, quality 1. 'paper': graspness 1, quality 1, then logits over approach
+    #     views (camera frame), in-plane angles, depth bins and width bins
+    grasp_head: str = 'direct'
     max_grasp_width_m: float = 0.10
     max_grasp_depth_m: float = 0.04
     grasp_label_radius_m: float = 0.005
+    grasp_views: int = 60              # paper head: fibonacci_views(grasp_views), ~26 deg apart
+    grasp_angle_bins: int = 12         # paper head: in-plane angles k * pi / bins (GraspNet)
+    grasp_width_bins: int = 10         # paper head: equal bins over [0, max_grasp_width_m]
+    grasp_views_per_leaf: int = 2      # paper head: decoded views per leaf (best reachable)
+    decode_approach_cone_deg: float = 75.0   # paper head: decoded approach within this of
+    #                                          straight down onto the table
     # --- losses (paper supplement weights)
     w_occupancy: float = 1.0
     w_normal: float = 1.0
     w_sdf: float = 1.0
     w_graspness: float = 5.0
     w_quality: float = 5.0
-    w_approach: float = 1.0
-    w_closing: float = 1.0
+    w_approach: float = 1.0         # direct: approach 1 - cos; paper: view cross-entropy
+    w_closing: float = 1.0          # direct: closing 1 - |cos|; paper: angle cross-entropy
     w_width: float = 2.5
     w_depth: float = 2.5
     w_kl: float = 0.5
@@ -119,6 +136,16 @@ class ModelConfig:
         if self.transformer_head_dim < 6:
             problems.append('transformer_head_dim must be >= 6 (one rotary pair per axis), '
                             f'got {self.transformer_head_dim}')
+        if self.grasp_head not in GRASP_HEADS:
+            problems.append(f"grasp_head must be one of {GRASP_HEADS}, got '{self.grasp_head}'")
+        if self.grasp_head == 'paper':
+            for name in ('grasp_views', 'grasp_angle_bins', 'grasp_width_bins',
+                         'grasp_views_per_leaf'):
+                if int(getattr(self, name)) < 1:
+                    problems.append(f'{name} must be >= 1, got {getattr(self, name)}')
+            if not 0.0 < self.decode_approach_cone_deg <= 180.0:
+                problems.append('decode_approach_cone_deg must lie in (0, 180], got '
+                                f'{self.decode_approach_cone_deg}')
         if problems:
             raise InputError('invalid ModelConfig: ' + '; '.join(problems))
 
@@ -133,6 +160,10 @@ class ModelConfig:
 
     @property
     def signal_channels(self) -> int:
+        if self.grasp_head == 'paper':
+            # normal 3, sdf 1, graspness 1, quality 1, views, angles, depths, widths
+            return (6 + self.grasp_views + self.grasp_angle_bins + len(GRASPNET_DEPTHS)
+                    + self.grasp_width_bins)
         # normal 3, sdf 1, graspness 1, quality 1, approach 3, closing 3, width 1, depth 1
         return 14
 
@@ -161,12 +192,15 @@ class ModelConfig:
         return replace(self, **changes)
 
 
-def preset(name: str) -> ModelConfig:
-    """'paper' (published scale) or 'cpu' (same structure, trains on 2 CPU cores)."""
+def preset(name: str, grasp_head: str = 'direct') -> ModelConfig:
+    """'paper' (published scale) or 'cpu' (same structure, trains on 2 CPU cores).
+
+    `grasp_head` picks the grasp parameterisation ('direct' or 'paper') on either.
+    """
     if name == 'paper':
-        return ModelConfig(name='paper')
+        return ModelConfig(name='paper', grasp_head=grasp_head)
     if name == 'cpu':
-        return ModelConfig(
+        return ModelConfig(grasp_head=grasp_head,
             name='cpu', depth=8, latent_depth=4, input_full_depth=3,
             channels=(64, 64, 64, 64, 64, 48, 32, 24, 16),
             resblocks_per_depth=1, bottleneck=4, head_hidden=32,

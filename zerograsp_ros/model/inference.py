@@ -1,10 +1,16 @@
 """Inference API: (rgb, depth, K, labels) -> per-object surfaces, meshes and dense grasps.
 
-Grasps use the DIRECT AXES parameterisation of the network head: each
+Grasps: with the DIRECT AXES head (config grasp_head='direct') each
 reconstructed surface point (leaf centre - normal * sdf) carries one grasp
 with approach and closing axes (orthonormalised), width, depth, graspness and
-quality; score = graspness * quality. The grasp translation (TCP) is that
-surface point, as in GraspNet-style dense labels. Everything is in the camera
+quality; with the paper head ('paper', grasp_bins.py) it carries the best
+views reachable from above the table, each with its angle, depth and width
+bins. The grasp translation (TCP) is that surface point, as in
+GraspNet-style dense labels. Grasps are ranked by the raw score graspness *
+quality; when the checkpoint carries a score calibration (model/calibration.py)
+the reported score is the calibrated probability that the grasp succeeds (its
+'network' map; `ZeroGraspPredictor.calibrate_refined` maps scores after
+refinement), otherwise the raw score. Everything is in the camera
 frame in metres. Tensors stay on the chosen device until the final copy.
 """
 from __future__ import annotations
@@ -18,8 +24,10 @@ import torch.nn.functional as F
 from zerograsp_ros.geometry.meshing import mesh_from_points
 from zerograsp_ros.geometry.rgbd import RGBDFrame
 from zerograsp_ros.grasp.representation import GraspSet, rotation_from_axes
+from zerograsp_ros.model.calibration import CHECKPOINT_KEY, ScoreCalibration
 from zerograsp_ros.model.checkpoint import load_checkpoint
 from zerograsp_ros.model.config import ModelConfig
+from zerograsp_ros.model.grasp_bins import decode_paper_grasps
 from zerograsp_ros.model.inputs import leaf_centres_unit, observe_scene
 from zerograsp_ros.model.network import ZeroGraspNet
 from zerograsp_ros.runtime import StageTimer, resolve_device
@@ -44,12 +52,18 @@ class Prediction:
 
 
 def decode_leaves(signal: torch.Tensor, centres_m: torch.Tensor, config: ModelConfig) -> dict:
-    """Head outputs (N,14) at leaf centres (N,3, metres) -> surface, normals, grasp fields."""
+    """Head outputs (N, C) at leaf centres (N,3, metres) -> surface, normals, grasp fields.
+
+    Direct head: one grasp per leaf (approach, closing, width, depth, graspness,
+    quality). Paper head: only the surface here (see grasp_bins.decode_paper_grasps).
+    """
     normal = F.normalize(signal[:, 0:3], dim=1)
     sdf = torch.tanh(signal[:, 3]) * config.voxel_size_m
+    surface = {'points': centres_m - normal * sdf.unsqueeze(1), 'normals': normal}
+    if config.grasp_head == 'paper':
+        return surface
     return {
-        'points': centres_m - normal * sdf.unsqueeze(1),
-        'normals': normal,
+        **surface,
         'graspness': torch.sigmoid(signal[:, 4]),
         'quality': torch.sigmoid(signal[:, 5]),
         'approach': F.normalize(signal[:, 6:9], dim=1),
@@ -59,30 +73,79 @@ def decode_leaves(signal: torch.Tensor, centres_m: torch.Tensor, config: ModelCo
     }
 
 
+def estimate_table_up(frame: RGBDFrame, max_points: int = 20000) -> np.ndarray | None:
+    """Up direction (unit, camera frame) of the dominant plane among background pixels.
+
+    Background = label 0 (all pixels without labels); the normal is turned towards
+    the camera. None when no plane holds a fifth of the points.
+    """
+    import open3d as o3d
+
+    from zerograsp_ros.geometry.camera import unproject
+
+    mask = frame.valid_depth()
+    if frame.labels is not None:
+        mask = mask & (np.asarray(frame.labels) == 0)
+    pts = unproject(frame.depth, frame.intrinsics, mask=mask)
+    if len(pts) < 100:
+        return None
+    if len(pts) > max_points:
+        pts = pts[np.linspace(0, len(pts) - 1, max_points).astype(np.int64)]
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
+    o3d.utility.random.seed(0)
+    plane, inliers = pc.segment_plane(0.008, 3, 200)
+    if len(inliers) < 0.2 * len(pts):
+        return None
+    n = np.asarray(plane[:3], dtype=np.float64)
+    n /= np.linalg.norm(n)
+    centre = pts[inliers].mean(0)
+    return -n if n @ centre > 0 else n   # the camera (origin) lies above the table
+
+
 class ZeroGraspPredictor:
     """Runs a ZeroGraspNet on single frames (eval mode, no gradients)."""
 
-    def __init__(self, model: ZeroGraspNet, config: ModelConfig, device='auto'):
+    def __init__(self, model: ZeroGraspNet, config: ModelConfig, device='auto',
+                 calibration: ScoreCalibration | None = None):
         self.device = resolve_device(device)
         self.config = config
         self.model = model.to(self.device).eval()
+        self.calibration = calibration
 
     @classmethod
-    def from_checkpoint(cls, path, device='auto') -> 'ZeroGraspPredictor':
+    def from_checkpoint(cls, path, device='auto', calibrated: bool = True
+                        ) -> 'ZeroGraspPredictor':
+        """`calibrated=False` ignores a stored score calibration (raw scores)."""
         dev = resolve_device(device)
-        model, config, _ = load_checkpoint(path, device=dev)
-        return cls(model, config, dev)
+        model, config, extra = load_checkpoint(path, device=dev)
+        stored = extra.get(CHECKPOINT_KEY) if calibrated else None
+        calibration = ScoreCalibration.from_dict(stored) if stored else None
+        return cls(model, config, dev, calibration)
+
+    @property
+    def score_threshold(self) -> float:
+        """The checkpoint's default threshold on calibrated scores (0 without calibration)."""
+        return float(self.calibration.threshold) if self.calibration is not None else 0.0
+
+    def calibrate_refined(self, grasps: GraspSet) -> GraspSet:
+        """Scores of refined grasps as success probabilities (unchanged without calibration)."""
+        if self.calibration is None or 'refined' not in self.calibration.maps:
+            return grasps
+        return self.calibration.apply(grasps, 'refined')
 
     @torch.no_grad()
     def predict(self, frame: RGBDFrame, max_grasps_per_object: int = 256,
                 object_ids=None, with_mesh: bool = True, *,
-                occupancy_guide=None) -> Prediction:
+                occupancy_guide=None, table_up=None) -> Prediction:
         """Reconstruct and grasp every labelled object (or `object_ids`).
 
         InputError on bad input; objects with too few valid depth points are
         skipped with a warning in `Prediction.warnings`. `occupancy_guide` (an
         ocnn Octree of the same objects, for benchmarks and tests) makes the
         decoder follow that octree's occupancy instead of its own prediction.
+        `table_up` (3,): the table's up direction in the camera frame, for the
+        paper head's reachable views; estimated from the frame's background
+        (label 0) when None.
         """
         cfg = self.config
         timer = StageTimer(self.device)
@@ -96,6 +159,18 @@ class ZeroGraspPredictor:
         centres = scene.normalization.to_metres(leaf_centres_unit(octree, D, nempty=True))
         leaf_obj = octree.batch_id(D, nempty=True)
         fields_ = decode_leaves(out['signal'], centres, cfg)
+        warnings = list(scene.warnings)
+        views = 1   # grasps per leaf
+        if cfg.grasp_head == 'paper':
+            if table_up is None:
+                table_up = estimate_table_up(frame)
+                if table_up is None:
+                    warnings.append('no table plane found in the frame: grasps are decoded '
+                                    'from every view, also from below the table')
+            dec = decode_paper_grasps(out['signal'], cfg, table_up)
+            views = dec['graspness'].shape[1]
+            fields_.update({k: dec[k].reshape(-1, *dec[k].shape[2:]) for k in
+                            ('graspness', 'quality', 'rotation', 'width', 'depth')})
         score = fields_['graspness'] * fields_['quality']
         # one device->host copy of everything at the end
         host = {k: v.float().cpu().numpy() for k, v in fields_.items()}
@@ -115,15 +190,23 @@ class ZeroGraspPredictor:
             objects.append(ObjectReconstruction(int(oid), pts.astype(np.float32),
                                                 nrm.astype(np.float32), verts, faces,
                                                 cfg.voxel_size_m))
-            top = sel[np.argsort(-score_np[sel], kind='stable')[:max_grasps_per_object]]
+            # candidate rows: leaf * views + view (views = 1 for the direct head)
+            cand = (sel[:, None] * views + np.arange(views)).reshape(-1)
+            top = cand[np.argsort(-score_np[cand], kind='stable')[:max_grasps_per_object]]
             if len(top) == 0:
                 continue
-            rot = rotation_from_axes(host['approach'][top], host['closing'][top])
+            if 'rotation' in host:
+                rot = host['rotation'][top]
+            else:
+                rot = rotation_from_axes(host['approach'][top], host['closing'][top])
             grasp_sets.append(GraspSet(
-                rotations=rot, translations=host['points'][top], widths=host['width'][top],
+                rotations=rot, translations=host['points'][top // views],
+                widths=host['width'][top],
                 depths=host['depth'][top], scores=score_np[top],
                 qualities=host['quality'][top], graspness=host['graspness'][top],
                 object_ids=np.full(len(top), int(oid))))
         timer.mark('meshing')
-        grasps = GraspSet.concatenate(grasp_sets).sorted_by_score()
-        return Prediction(objects, grasps, dict(timer.times), list(scene.warnings))
+        grasps = GraspSet.concatenate(grasp_sets).sorted_by_score()   # by raw score
+        if self.calibration is not None and 'network' in self.calibration.maps:
+            grasps = self.calibration.apply(grasps, 'network')   # monotone: order kept
+        return Prediction(objects, grasps, dict(timer.times), warnings)

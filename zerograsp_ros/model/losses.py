@@ -8,6 +8,9 @@ graspness L1 on every leaf of objects that carry grasp labels, and only on
 leaves with a label ("economic supervision"): quality L1, approach 1 - cos,
 closing 1 - |cos| (a parallel jaw is symmetric under closing -> -closing),
 width and depth L1 on values normalised by their maxima.
+With `grasp_head='paper'` (grasp_bins.py) the axes, width and depth terms
+become cross-entropy over view, in-plane angle, depth and width bins (paper
+eq. 7), weighted by w_approach (view), w_closing (angle), w_depth, w_width.
 KL weight is annealed cyclically: it ramps from 0 to w_kl over the first
 kl_ramp_fraction of every kl_cycle_steps steps, then stays at w_kl.
 """
@@ -63,14 +66,19 @@ def zerograsp_losses(out: dict, leaf_targets: torch.Tensor, object_has_grasps: t
     leaf_obj = octree.batch_id(octree.depth, nempty=True)
     graspable = object_has_grasps[leaf_obj]
     labelled = graspable & (t[:, 14] > 0.5) & (t[:, 4] > 0)
-    terms['graspness'] = _masked_mean((torch.sigmoid(s[:, 4]) - t[:, 4]).abs(), graspable)
-    terms['quality'] = _masked_mean((torch.sigmoid(s[:, 5]) - t[:, 5]).abs(), labelled)
-    cos_a = (F.normalize(s[:, 6:9], dim=1) * t[:, 6:9]).sum(1)
-    cos_c = (F.normalize(s[:, 9:12], dim=1) * t[:, 9:12]).sum(1)
-    terms['approach'] = _masked_mean(1.0 - cos_a, labelled)
-    terms['closing'] = _masked_mean(1.0 - cos_c.abs(), labelled)
-    terms['width'] = _masked_mean((torch.sigmoid(s[:, 12]) - t[:, 12]).abs(), labelled)
-    terms['depth'] = _masked_mean((torch.sigmoid(s[:, 13]) - t[:, 13]).abs(), labelled)
+    if config.grasp_head == 'paper':
+        from zerograsp_ros.model.grasp_bins import paper_grasp_losses
+
+        terms.update(paper_grasp_losses(s, t, graspable, labelled, config, _masked_mean))
+    else:
+        terms['graspness'] = _masked_mean((torch.sigmoid(s[:, 4]) - t[:, 4]).abs(), graspable)
+        terms['quality'] = _masked_mean((torch.sigmoid(s[:, 5]) - t[:, 5]).abs(), labelled)
+        cos_a = (F.normalize(s[:, 6:9], dim=1) * t[:, 6:9]).sum(1)
+        cos_c = (F.normalize(s[:, 9:12], dim=1) * t[:, 9:12]).sum(1)
+        terms['approach'] = _masked_mean(1.0 - cos_a, labelled)
+        terms['closing'] = _masked_mean(1.0 - cos_c.abs(), labelled)
+        terms['width'] = _masked_mean((torch.sigmoid(s[:, 12]) - t[:, 12]).abs(), labelled)
+        terms['depth'] = _masked_mean((torch.sigmoid(s[:, 13]) - t[:, 13]).abs(), labelled)
 
     if out.get('mu_q') is not None:
         terms['kl'] = gaussian_kl(out['mu_q'], out['logvar_q'], out['mu_p'], out['logvar_p'])
@@ -79,8 +87,10 @@ def zerograsp_losses(out: dict, leaf_targets: torch.Tensor, object_has_grasps: t
     w_kl = kl_weight(step, config)
     total = (config.w_occupancy * occ + config.w_normal * terms['normal']
              + config.w_sdf * terms['sdf'] + config.w_graspness * terms['graspness']
-             + config.w_quality * terms['quality'] + config.w_approach * terms['approach']
-             + config.w_closing * terms['closing'] + config.w_width * terms['width']
+             + config.w_quality * terms['quality']
+             + config.w_approach * terms['view' if 'view' in terms else 'approach']
+             + config.w_closing * terms['angle' if 'angle' in terms else 'closing']
+             + config.w_width * terms['width']
              + config.w_depth * terms['depth'] + w_kl * terms['kl'])
     floats = {k: float(v.detach()) for k, v in terms.items()}
     floats['kl_weight'] = w_kl

@@ -71,7 +71,7 @@ from zerograsp_ros.nodes.request_limits import (
     plain_message,
 )
 from zerograsp_ros.nodes.segmentation_node import SEGMENTER_PARAMETERS, segmenter_from_parameters
-from zerograsp_ros.perception.pipeline import GraspPipeline, finite_top_k
+from zerograsp_ros.perception.pipeline import GraspPipeline, calibrate_refined, finite_top_k
 from zerograsp_ros.resources import default_checkpoint
 from zerograsp_ros.runtime import StageTimer, resolve_device
 from zerograsp_ros.srv import PredictGrasps, RefineGrasps
@@ -95,6 +95,9 @@ PARAMETERS = (
     Param('refine_service_wait', 2.0, 'How long to wait for /refine_grasps to appear [s]',
           non_negative, 'a number >= 0'),
     Param('refine_timeout', 30.0, 'How long to wait for the refinement answer [s]', *POSITIVE),
+    Param('min_score', 0.0, "Drop grasps scoring below this (0 keeps all; the shipped "
+          "checkpoint's scores are success probabilities and its suggested threshold, chosen "
+          'on val, is logged at start-up)', lambda v: 0.0 <= v <= 1.0, 'a number in [0, 1]'),
     Param('publish_results', True, 'Publish grasps and reconstructions of every request'),
     Param('continuous', False, 'Also predict on every new frame and publish the results'),
     Param('continuous_period', 1.0, 'Continuous mode: how often to look for a new frame [s]',
@@ -125,6 +128,7 @@ class GraspNode(Node):
         self.use_table_plane = values['use_table_plane']
         self.refine_wait = values['refine_service_wait']
         self.refine_timeout = values['refine_timeout']
+        self.min_score = values['min_score']
         self.publish_results = values['publish_results']
         self.continuous = values['continuous']
         period = values['continuous_period']
@@ -149,7 +153,10 @@ class GraspNode(Node):
                                       max_grasps_per_object=max_per_object,
                                       refinement_device=str(resolve_device(
                                           values['refinement_device'])))
-        self.get_logger().info(f'loaded {checkpoint} on {self.device}')
+        scores = (f'scores are calibrated success probabilities (suggested threshold '
+                  f'{predictor.score_threshold:.2f})' if predictor.calibration is not None
+                  else 'scores are raw graspness x quality (checkpoint has no calibration)')
+        self.get_logger().info(f'loaded {checkpoint} on {self.device}; {scores}')
 
         self.inference_group = MutuallyExclusiveCallbackGroup()
         self.input_group = MutuallyExclusiveCallbackGroup()
@@ -347,7 +354,7 @@ class GraspNode(Node):
             grasps = finite_top_k(grasps, k)
             summary = f'{len(grasps)} unrefined grasps (refine=false) on ' \
                       f'{len(prediction.objects)} object(s)'
-        grasps_msg = grasps_to_msg(grasps, header)
+        grasps_msg = grasps_to_msg(self._above_min(grasps), header)
         self.predictions += 1
         response.success = True
         response.message = summary + ''.join(f'; warning: {w}' for w in warnings)
@@ -359,6 +366,16 @@ class GraspNode(Node):
                 self.pending_publish = (grasps_msg, prediction.objects, header,
                                         response.reconstruction if
                                         request.return_reconstruction else None)
+
+    def _above_min(self, grasps):
+        """Grasps scoring at least min_score; InputError naming it when none is left."""
+        if self.min_score <= 0.0 or len(grasps) == 0:
+            return grasps
+        kept = grasps.subset(grasps.scores >= self.min_score)
+        if len(kept) == 0:
+            raise InputError(f'no grasp scores at least min_score {self.min_score:.2f} '
+                             f'(best {float(grasps.scores.max()):.3f} of {len(grasps)})')
+        return kept
 
     def _refine(self, grasps, objects, frame, plane, frame_msg, k, deadline=None):
         """(refined top-k grasps, rejection counts), in process or through /refine_grasps."""
@@ -399,8 +416,10 @@ class GraspNode(Node):
             raise RefinementUnavailable(f'/{REFINE_SERVICE} call failed: {future.exception()}')
         if not result.success:
             raise InputError(f'refinement failed: {result.message}')
-        return msg_to_grasps(result.grasps), dict(zip(result.rejection_reasons,
-                                                      result.rejection_counts))
+        # scores after refinement -> success probabilities (checkpoint calibration); the
+        # in-process path gets them from GraspPipeline.refine
+        refined = calibrate_refined(self.pipeline.predictor, msg_to_grasps(result.grasps))
+        return refined, dict(zip(result.rejection_reasons, result.rejection_counts))
 
     # ----------------------------------------------------------------- output
 

@@ -133,7 +133,7 @@ def main(args=None):
                      'seconds': time.perf_counter() - t0}
             summary['picks'].append(entry)
             log.info(f"pick {attempt + 1}: {'OK' if res.success else 'FAILED'} "
-                     f"object {g.object_id} ({res.message})")
+                     f"object {g.object_id}, predicted success {g.score:.2f} ({res.message})")
             if opts.dry_run:
                 break
             no_grasp = not res.success and res.failed_stage in ('perception', 'request')

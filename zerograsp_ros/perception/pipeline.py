@@ -139,6 +139,12 @@ def reconstruction_normals(objects, points: list[np.ndarray]):
     return np.concatenate(normals) if normals else np.zeros((0, 3), np.float32), []
 
 
+def calibrate_refined(predictor, grasps: GraspSet) -> GraspSet:
+    """Refined grasps with the predictor's calibrated scores (success probability), if any."""
+    calibrate = getattr(predictor, 'calibrate_refined', None)
+    return calibrate(grasps) if calibrate is not None else grasps
+
+
 class GraspPipeline:
     """Segmentation, reconstruction + grasp prediction and refinement, in one process."""
 
@@ -223,10 +229,12 @@ class GraspPipeline:
                max_grasps: int | None = None) -> RefinementOutput:
         if self.gripper is None:
             raise InputError('this pipeline has no gripper model: refinement is unavailable')
-        return refine_on_reconstruction(grasps, objects, self.gripper, self.refinement_config,
-                                        frame=frame, table_plane=table_plane,
-                                        max_grasps=max_grasps or self.max_grasps,
-                                        device=self.refinement_device)
+        out = refine_on_reconstruction(grasps, objects, self.gripper, self.refinement_config,
+                                       frame=frame, table_plane=table_plane,
+                                       max_grasps=max_grasps or self.max_grasps,
+                                       device=self.refinement_device)
+        out.grasps = calibrate_refined(self.predictor, out.grasps)
+        return out
 
     # ----------------------------------------------------------------- whole
 

@@ -204,16 +204,20 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
     return summarise(rows, grasp_rows, times, refined_rows, paper_rows)
 
 
-def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False):
+def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False,
+                             max_grasps: int = max(TOP_K), full_result: bool = False):
     """The pipeline's refinement (contacts, collision vs reconstruction + depth, NMS).
 
     The table plane is fitted to the observed table pixels (as a robot would),
     not taken from the ground truth. `paper_only`: without the contact-quality
     re-scoring, free-space carving and depth search (the paper's refinement).
+    Returns the survivors, or with `full_result` the whole RefinementResult
+    (rejection counts per reason).
     """
     import open3d as o3d
 
     from zerograsp_ros.grasp.refinement import (
+        REJECTION_REASONS,
         RefinementConfig,
         paper_refinement_config,
         refine_grasps,
@@ -222,7 +226,11 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
     frame = record.frame()
     objects = [o for o in pred.objects if len(o.points)]
     if not objects:
-        return pred.grasps.subset(slice(0, 0))
+        empty = pred.grasps.subset(slice(0, 0))
+        if full_result:
+            from zerograsp_ros.grasp.refinement import RefinementResult
+            return RefinementResult(empty, {r: 0 for r in REJECTION_REASONS})
+        return empty
     obj_pts = np.concatenate([o.points for o in objects])
     obj_ids = np.concatenate([np.full(len(o.points), o.object_id) for o in objects])
     scene_pts = unproject(frame.depth, frame.intrinsics)
@@ -236,11 +244,11 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
             plane = -plane
     obj_normals = np.concatenate([o.normals for o in objects])
     result = refine_grasps(pred.grasps, obj_pts, obj_ids, scene_points=scene_pts[::4],
-                           table_plane=plane, max_grasps=max(TOP_K), object_normals=obj_normals,
+                           table_plane=plane, max_grasps=max_grasps, object_normals=obj_normals,
                            camera_depth=(frame.depth, frame.intrinsics),
                            config=paper_refinement_config() if paper_only
                            else RefinementConfig())
-    return result.grasps
+    return result if full_result else result.grasps
 
 
 def _precision(grasp_rows: list[dict]) -> dict:

@@ -7,7 +7,18 @@ Writes into --out: train.log (one line per logged step + validations),
 metrics.jsonl (machine-readable), last.pt (model checkpoint, the format of
 `model.checkpoint`), train_state.pt (optimizer, step, RNG, elapsed time; for
 --resume) and best.pt (the checkpoint with the best validation F-1 at 1 cm).
-The same command runs on a GPU (--device cuda or auto) without changes.
+The same command runs on a GPU (--device cuda or auto) without changes, and
+under torchrun on several processes or machines:
+
+    torchrun --nproc_per_node 2 -m zerograsp_ros.training.train --data datasets/v1 ...
+
+Each rank trains on its own shard of the scenes (scene i goes to rank
+i % world_size), gradients are averaged over the ranks with one all-reduce per
+step (gloo on CPU, nccl on CUDA; done by hand rather than with
+DistributedDataParallel because a rank whose batch has no usable object must
+still join the collective with zero gradients), BatchNorm running statistics
+are averaged too, so every rank holds the same weights. Rank 0 alone logs,
+validates and writes checkpoints; the batch per rank is --batch.
 """
 from __future__ import annotations
 
@@ -33,6 +44,9 @@ from zerograsp_ros.model.network import ZeroGraspNet, training_step
 from zerograsp_ros.runtime import resolve_device
 
 
+SHARED_HEAD_CHANNELS = 6   # normal 3, SDF 1, graspness 1, quality 1: same in every grasp head
+
+
 class Logger:
     def __init__(self, out: Path):
         self.text = open(out / 'train.log', 'a', buffering=1)
@@ -56,8 +70,10 @@ def load_records(directory: Path, limit: int | None = None) -> list[SceneRecord]
 class RecordPool:
     """Training scenes in memory; `refresh` adds shards written since (train while generating)."""
 
-    def __init__(self, directory: Path, limit: int | None = None):
+    def __init__(self, directory: Path, limit: int | None = None, rank: int = 0,
+                 world_size: int = 1):
         self.directory, self.limit = Path(directory), limit
+        self.rank, self.world_size = rank, world_size   # scene i belongs to rank i % world
         self.records: list[SceneRecord] = []
         self._loaded: set[str] = set()
         self.refresh()
@@ -73,12 +89,117 @@ class RecordPool:
             name = ds.shards[si].name
             if name in self._loaded:
                 continue
+            if i % self.world_size != self.rank:
+                if i + 1 == len(ds) or ds._index[i + 1][0] != si:
+                    self._loaded.add(name)
+                continue
             rec = ds.record(i)
             if rec.labelled_ids():
                 self.records.append(rec)
             if i + 1 == len(ds) or ds._index[i + 1][0] != si:
                 self._loaded.add(name)
         return len(self.records) - before
+
+
+class Distributed:
+    """torchrun's process group (or a single process when torchrun did not start us)."""
+
+    def __init__(self, device_arg: str):
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.world_size = int(os.environ.get('WORLD_SIZE', '1'))
+        self.rank = int(os.environ.get('RANK', '0'))
+        self.enabled = self.world_size > 1
+        device = resolve_device(device_arg)
+        if self.enabled:
+            local = int(os.environ.get('LOCAL_RANK', '0'))
+            if device.type == 'cuda':
+                device = torch.device('cuda', local)
+                torch.cuda.set_device(device)
+            dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+        self.device = device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_model(self, model) -> None:
+        """Rank 0's weights and buffers everywhere (same start on every rank)."""
+        if self.enabled:
+            for t in list(model.parameters()) + list(model.buffers()):
+                self.dist.broadcast(t.data, 0)
+
+    def sync_step(self, model, ok: bool, stop: bool) -> tuple[int, bool]:
+        """One all-reduce per step; returns (ranks with a usable batch, stop anywhere).
+
+        Gradients are averaged over the ranks whose batch was usable, BatchNorm
+        running statistics over all ranks.
+        """
+        params = list(model.parameters())
+        if not self.enabled:
+            return int(ok), stop
+        buffers = [b for b in model.buffers() if b.is_floating_point()]
+        grads = [p.grad if (ok and p.grad is not None) else torch.zeros_like(p)
+                 for p in params]
+        flags = torch.tensor([float(ok), float(stop)], device=self.device)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [b.reshape(-1) for b in buffers]
+                         + [flags])
+        self.dist.all_reduce(flat)
+        usable, stop_any = int(round(float(flat[-2]))), bool(flat[-1] > 0)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            p.grad.copy_(flat[offset:offset + n].view_as(p) / max(usable, 1))
+            offset += n
+        for b in buffers:
+            n = b.numel()
+            b.copy_(flat[offset:offset + n].view_as(b) / self.world_size)
+            offset += n
+        return usable, stop_any
+
+    def close(self) -> None:
+        if self.enabled:
+            self.dist.barrier()
+            self.dist.destroy_process_group()
+
+
+class _Silent:
+    """Logger stand-in for ranks > 0 (rank 0 writes the run's logs)."""
+
+    def line(self, msg: str) -> None:
+        if 'skipped' in msg or 'non-finite' in msg:
+            print(msg, file=sys.stderr)
+
+    def metrics(self, *args, **kwargs) -> None:
+        pass
+
+
+def init_from_checkpoint(model: ZeroGraspNet, path: str) -> str:
+    """Copy every weight of a checkpoint whose name and shape match (all but a new head).
+
+    Returns a line saying what was copied and what was left as initialised.
+    """
+    import torch as _torch
+
+    state = _torch.load(path, map_location='cpu', weights_only=True)['state_dict']
+    own = model.state_dict()
+    copied = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    partial = []
+    for k, v in state.items():   # both heads start with normal 3, SDF 1, graspness, quality
+        if (k.startswith('signal_head.') and k in own and k not in copied
+                and own[k].shape[1:] == v.shape[1:]):
+            rows = min(SHARED_HEAD_CHANNELS, len(v), len(own[k]))
+            own[k][:rows] = v[:rows]
+            partial.append(k)
+    fresh = sorted(k for k in own if k not in copied and k not in partial)
+    own.update(copied)
+    model.load_state_dict(own)
+    return (f'initialised {len(copied)} of {len(own)} tensors from {path}, the first '
+            f'{SHARED_HEAD_CHANNELS} output rows of {partial}; fresh: '
+            f'{fresh if len(fresh) <= 8 else fresh[:8] + ["..."]}')
 
 
 def set_seeds(seed: int) -> None:
@@ -126,18 +247,22 @@ def train(args) -> dict:
     from tqdm import tqdm
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = Logger(out)
-    device = resolve_device(args.device)
+    ddp = Distributed(args.device)
+    device = ddp.device
+    if ddp.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = Logger(out) if ddp.is_main else _Silent()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = preset(args.preset).replace(seed=args.seed)
+    config = preset(args.preset, args.grasp_head).replace(seed=args.seed)
     data = Path(args.data)
-    train_pool = RecordPool(data / 'train', args.max_train_scenes)
+    train_pool = RecordPool(data / 'train', args.max_train_scenes, ddp.rank, ddp.world_size)
     train_recs = train_pool.records
-    val_recs = load_records(data / 'val', args.val_scenes) if (data / 'val').is_dir() else []
+    val_recs = (load_records(data / 'val', args.val_scenes)
+                if ddp.is_main and (data / 'val').is_dir() else [])
     if not train_recs:
-        raise InputError(f'no labelled training scenes under {data / "train"}')
+        raise InputError(f'no labelled training scenes under {data / "train"}'
+                         + (f' for rank {ddp.rank} of {ddp.world_size}' if ddp.enabled else ''))
     state_path, last_path, best_path = out / 'train_state.pt', out / 'last.pt', out / 'best.pt'
     step, elapsed, best_f1 = 0, 0.0, -1.0
     set_seeds(args.seed)
@@ -150,22 +275,28 @@ def train(args) -> dict:
         rng = np.random.default_rng()
         rng.bit_generator.state = state['rng']
         torch.set_rng_state(state['torch_rng'])
+        if ddp.rank:   # the saved generator is rank 0's
+            rng = np.random.default_rng([args.seed, ddp.rank, step])
         log.line(f'resumed at step {step} ({elapsed / 60:.1f} min trained)')
     else:
         model = ZeroGraspNet(config).to(device)
+        if args.init:
+            log.line(init_from_checkpoint(model, args.init))
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
-        rng = np.random.default_rng(args.seed)
+        rng = np.random.default_rng(args.seed if not ddp.rank else [args.seed, ddp.rank])
+    ddp.broadcast_model(model)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     log.line(f'start: preset {config.name}, {n_params / 1e6:.2f} M parameters, device {device}, '
              f'{len(train_recs)} train / {len(val_recs)} val scenes, batch {args.batch}, '
-             f'command: {" ".join(sys.argv)}')
+             + (f'rank 0 of {ddp.world_size} (gloo/nccl all-reduce), ' if ddp.enabled else '')
+             + f'command: {" ".join(sys.argv)}')
     budget_s = args.minutes * 60.0 if args.minutes else math.inf
     max_steps = args.steps if args.steps else sys.maxsize
     t_start = time.time() - elapsed
     last_ckpt = last_val = last_scan = time.time()
     bar = tqdm(total=None if max_steps == sys.maxsize else max_steps, initial=step,
-               unit='step', file=sys.stdout, disable=args.quiet)
+               unit='step', file=sys.stdout, disable=args.quiet or not ddp.is_main)
     running: dict[str, float] = {}
     n_run = 0
 
@@ -182,29 +313,37 @@ def train(args) -> dict:
                    state_path.with_name(state_path.name + '.tmp'))
         os.replace(state_path.with_name(state_path.name + '.tmp'), state_path)
 
-    while step < max_steps and time.time() - t_start < budget_s:
+    stop = time.time() - t_start >= budget_s
+    while step < max_steps and not stop:
         lr = learning_rate(step, args.lr, args.warmup, args.halve_every)
         for g in optimizer.param_groups:
             g['lr'] = lr
         batch_idx = rng.choice(len(train_recs), size=min(args.batch, len(train_recs)),
                                replace=False)
         batch = [train_recs[i].sample(sensor_frame=True) for i in batch_idx]
+        optimizer.zero_grad(set_to_none=True)
+        ok = True
         try:
             loss, terms = training_step(model, batch, step, device)
         except InputError as exc:   # e.g. no object with enough valid depth: skip the batch
             log.line(f'step {step}: skipped batch {batch_idx.tolist()}: {exc}')
-            step += 1
-            continue
-        if not torch.isfinite(loss):
+            ok = False
+        if ok and not torch.isfinite(loss):
             log.line(f'step {step}: non-finite loss {float(loss)}; batch skipped')
+            ok = False
+        if ok:
+            loss.backward()
+        # every rank joins the all-reduce, also with a skipped batch (zero gradients)
+        usable, stop = ddp.sync_step(model, ok, time.time() - t_start >= budget_s)
+        if not usable:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
         optimizer.step()
         step += 1
+        if not ok:
+            continue
         vals = {k: float(v) for k, v in terms.items()}
         vals.update(loss=float(loss.detach()), lr=lr, grad_norm=grad_norm)
         for k, v in vals.items():
@@ -223,6 +362,8 @@ def train(args) -> dict:
             if added:
                 log.line(f'step {step}: {added} new training scenes, {len(train_recs)} in all')
             last_scan = time.time()
+        if not ddp.is_main:
+            continue
         if val_recs and now - last_val > args.val_every_min * 60:
             v = validate(model, val_recs, device, args.val_objects)
             log.metrics('val', step, v)
@@ -236,8 +377,15 @@ def train(args) -> dict:
             save_state()
             last_ckpt = time.time()
     bar.close()
+    if args.dump_rank_weights:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   out / f'rank{ddp.rank}_weights.pt')
+    if not ddp.is_main:
+        ddp.close()
+        return {'step': step, 'rank': ddp.rank}
     save_state()
-    summary = {'step': step, 'train_minutes': round((time.time() - t_start) / 60, 2)}
+    summary = {'step': step, 'train_minutes': round((time.time() - t_start) / 60, 2),
+               'world_size': ddp.world_size}
     if val_recs:
         v = validate(model, val_recs, device, args.val_objects)
         log.metrics('val', step, v)
@@ -250,6 +398,7 @@ def train(args) -> dict:
     summary.update(best_val_f1=best_f1, machine=f'{platform.platform()} ({os.cpu_count()} cpus)')
     log.line(f'done: {summary}')
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    ddp.close()
     return summary
 
 
@@ -300,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description='Train ZeroGraspNet on generated shards.')
     ap.add_argument('--data', required=True, help='data set root holding train/ (and val/)')
     ap.add_argument('--preset', default='cpu', choices=('cpu', 'paper'))
+    ap.add_argument('--grasp-head', default='direct', choices=('direct', 'paper'),
+                    help="grasp parameterisation: 'direct' axes or the paper's view/angle bins")
+    ap.add_argument('--init', default=None,
+                    help='start from this checkpoint\'s weights where names and shapes match '
+                         '(a fresh run only; --resume wins)')
     ap.add_argument('--out', required=True, help='run directory, e.g. runs/cpu_v1')
     ap.add_argument('--steps', type=int, default=0, help='stop after this many steps')
     ap.add_argument('--minutes', type=float, default=0.0, help='stop after this much time')
@@ -324,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--rescan-every-min', type=float, default=0.0,
                     help='reload new training shards this often (train while generating)')
     ap.add_argument('--quiet', action='store_true', help='no progress bar')
+    ap.add_argument('--dump-rank-weights', action='store_true',
+                    help='every rank writes <out>/rank<N>_weights.pt at the end (to check '
+                         'that distributed ranks stay identical)')
     return ap
 
 

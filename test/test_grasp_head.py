@@ -1,0 +1,154 @@
+"""The paper's grasp head (views, angle, depth and width bins) next to the direct one."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from zerograsp_ros.errors import InputError
+from zerograsp_ros.grasp.representation import (
+    GRASPNET_DEPTHS,
+    fibonacci_views,
+    rotation_from_approach,
+)
+from zerograsp_ros.model.config import ModelConfig, preset
+from zerograsp_ros.model.grasp_bins import (
+    bin_targets,
+    decode_paper_grasps,
+    head_slices,
+    reachable_views,
+)
+
+PAPER = preset('cpu', 'paper').replace(transformer_dropout=0.0)
+
+
+def _targets(views, angles, width, depth, config=PAPER):
+    """Per-leaf label rows (L, 15) for grasps exactly on the given views and angles."""
+    R = rotation_from_approach(views, angles)
+    t = np.zeros((len(views), 15), np.float32)
+    t[:, 6:9], t[:, 9:12] = R[:, :, 0], R[:, :, 1]
+    t[:, 12] = width / config.max_grasp_width_m
+    t[:, 13] = depth / config.max_grasp_depth_m
+    t[:, 14] = 1.0
+    return torch.from_numpy(t), R
+
+
+def test_config_switch_sizes_and_validation():
+    assert preset('cpu').grasp_head == 'direct' and preset('cpu').signal_channels == 14
+    assert PAPER.signal_channels == 6 + 60 + 12 + len(GRASPNET_DEPTHS) + 10
+    assert ModelConfig.from_dict({k: v for k, v in preset('cpu').to_dict().items()
+                                  if k != 'grasp_head'}).grasp_head == 'direct'  # old files
+    with pytest.raises(InputError, match='grasp_head'):
+        preset('cpu', 'views')
+
+
+def test_bins_round_trip_through_targets_and_decoding():
+    rng = np.random.default_rng(0)
+    v_idx = rng.integers(0, PAPER.grasp_views, 40)
+    a_idx = rng.integers(0, PAPER.grasp_angle_bins, 40)
+    views = fibonacci_views(PAPER.grasp_views)[v_idx]
+    angles = a_idx * math.pi / PAPER.grasp_angle_bins
+    d_idx = rng.integers(0, 4, 40)
+    w_idx = rng.integers(0, PAPER.grasp_width_bins, 40)
+    width = (w_idx + 0.5) * PAPER.max_grasp_width_m / PAPER.grasp_width_bins
+    t, R = _targets(views, angles, width, np.asarray(GRASPNET_DEPTHS)[d_idx])
+    bins = bin_targets(t, PAPER)
+    assert np.array_equal(bins['view'].numpy(), v_idx)
+    assert np.array_equal(bins['angle'].numpy(), a_idx)
+    assert np.array_equal(bins['depth'].numpy(), d_idx)
+    assert np.array_equal(bins['width'].numpy(), w_idx)
+    # a closing axis flipped by the jaw's half turn lands in the same angle bin
+    flipped = t.clone()
+    flipped[:, 9:12] *= -1
+    assert np.array_equal(bin_targets(flipped, PAPER)['angle'].numpy(), a_idx)
+    # decoding confident logits at those bins gives back the same grasps
+    sl = head_slices(PAPER)
+    signal = torch.zeros(40, PAPER.signal_channels)
+    for name, idx in (('view', v_idx), ('angle', a_idx), ('depth', d_idx), ('width', w_idx)):
+        signal[torch.arange(40), sl[name].start + torch.from_numpy(idx)] = 30.0
+    signal[:, sl['graspness']] = 2.0
+    dec = decode_paper_grasps(signal, PAPER.replace(grasp_views_per_leaf=1), up=None)
+    assert np.allclose(dec['rotation'][:, 0].numpy(), R, atol=1e-5)
+    assert np.allclose(dec['depth'][:, 0].numpy(), np.asarray(GRASPNET_DEPTHS)[d_idx])
+    assert np.allclose(dec['width'][:, 0].numpy(), width, atol=1e-4)
+    assert np.allclose(dec['graspness'][:, 0].numpy(), 1 / (1 + np.exp(-2.0)), atol=1e-4)
+
+
+def test_decoding_keeps_only_views_reachable_from_above():
+    rng = np.random.default_rng(1)
+    up = rng.normal(size=3)
+    up /= np.linalg.norm(up)
+    ok = reachable_views(PAPER, up).numpy()
+    cos_down = fibonacci_views(PAPER.grasp_views) @ -up
+    assert 0 < ok.sum() < PAPER.grasp_views
+    assert (cos_down[ok] >= math.cos(math.radians(75.0)) - 1e-9).all()
+    signal = torch.randn(200, PAPER.signal_channels) * 5.0
+    dec = decode_paper_grasps(signal, PAPER, up=up)
+    approach = dec['rotation'][..., 0].reshape(-1, 3).numpy().astype(np.float64)
+    assert (approach @ -up >= math.cos(math.radians(75.0)) - 1e-5).all()
+    assert np.allclose(np.linalg.det(dec['rotation'].reshape(-1, 3, 3).numpy()), 1.0, atol=1e-5)
+    # every view allowed without a table
+    assert reachable_views(PAPER, None).all()
+
+
+def test_paper_head_learns_its_bins_on_a_scene():
+    """A few steps on one labelled scene lower the view and angle cross-entropy."""
+    from zerograsp_ros.model.network import ZeroGraspNet, training_step
+    from zerograsp_ros.model.synthetic import table_sample
+
+    torch.manual_seed(0)
+    model = ZeroGraspNet(PAPER)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    sample = table_sample(2, seed=3)
+    first = None
+    for step in range(12):
+        loss, terms = training_step(model, [sample], step, 'cpu')
+        first = first or terms
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.isfinite(terms['total'])
+    assert terms['view'] < 0.8 * first['view'] and terms['angle'] < first['angle']
+
+
+def test_paper_head_predicts_grasps_from_above_the_table():
+    from zerograsp_ros.model.inference import ZeroGraspPredictor, estimate_table_up
+    from zerograsp_ros.model.network import ZeroGraspNet
+    from zerograsp_ros.model.synthetic import table_scene
+
+    frame, _ = table_scene(2, seed=1)
+    up = estimate_table_up(frame)
+    assert np.allclose(up, [0.0, 0.0, -1.0], atol=0.05)   # the back plane faces the camera
+    torch.manual_seed(0)
+    model = ZeroGraspNet(PAPER)
+    pred = ZeroGraspPredictor(model, PAPER, 'cpu').predict(
+        frame, max_grasps_per_object=64, with_mesh=False,
+        occupancy_guide=None)
+    g = pred.grasps
+    assert len(g) > 0 and g.finite_mask().all()
+    assert (g.rotations[:, :, 0] @ -up >= math.cos(math.radians(75.0)) - 1e-4).all()
+    assert np.allclose(g.scores, g.graspness * g.qualities, rtol=1e-5)
+
+
+def test_paper_head_started_from_the_shipped_checkpoint_keeps_its_reconstruction(tmp_path):
+    from pathlib import Path
+
+    from zerograsp_ros.model.inference import ZeroGraspPredictor
+    from zerograsp_ros.model.network import ZeroGraspNet
+    from zerograsp_ros.model.synthetic import table_scene
+    from zerograsp_ros.training.train import init_from_checkpoint
+
+    shipped = Path(__file__).resolve().parents[1] / 'checkpoints' / 'zerograsp_cpu.pt'
+    if not shipped.is_file():
+        pytest.skip(f'{shipped} not present')
+    direct = ZeroGraspPredictor.from_checkpoint(shipped, device='cpu')
+    paper_cfg = direct.config.replace(grasp_head='paper')
+    model = ZeroGraspNet(paper_cfg)
+    line = init_from_checkpoint(model, str(shipped))
+    assert "fresh: []" in line
+    frame, _ = table_scene(2, seed=1)
+    a = direct.predict(frame, with_mesh=False)
+    b = ZeroGraspPredictor(model, paper_cfg, 'cpu').predict(frame, with_mesh=False)
+    assert len(a.objects) == len(b.objects) > 0
+    for oa, ob in zip(a.objects, b.objects):
+        assert np.allclose(oa.points, ob.points, atol=1e-6)
