@@ -218,3 +218,19 @@ def test_generation_is_deterministic_per_seed(tiny_split):
     with np.load(out / 'test' / 'shard_00001.npz') as data:
         for key, value in a.items():
             assert np.array_equal(np.asarray(value), data[f's0_{key}']), key
+
+
+def test_machines_split_a_split_by_shard_number_into_the_same_files(tiny_split, tmp_path):
+    from zerograsp_ros.data.generate import generate_split
+    out, cfg, _ = tiny_split
+    m = generate_split(tmp_path, 'test', 2, seed=5, workers=1, scenes_per_shard=1, config=cfg,
+                       progress=False, part=1, parts=2)
+    assert m['generated_shards_this_run'] == 1 and m['part'] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / 'test').glob('shard_*.npz')) == \
+        ['shard_00001.npz']
+    with np.load(tmp_path / 'test' / 'shard_00001.npz') as mine, \
+            np.load(out / 'test' / 'shard_00001.npz') as whole:
+        assert np.array_equal(mine['s0_rgb'], whole['s0_rgb'])
+        assert np.array_equal(mine['s0_depth_mm'], whole['s0_depth_mm'])
+    with pytest.raises(InputError, match='--part'):
+        generate_split(tmp_path, 'test', 2, seed=5, part=2, parts=2, progress=False)

@@ -22,6 +22,12 @@ of scenes per shard, schema version in every shard and in `manifest.json`.
 Scene i of a split uses seed SeedSequence([seed, split, i]), so the data set is
 identical for identical arguments regardless of workers; finished shards are
 skipped on a re-run (resume).
+
+Several machines: run the same command on each with `--part I --parts N`
+(I = 0..N-1); machine I writes the shards whose number is I modulo N. The
+shard files are those of a one-machine run (same names, same scenes), so
+copying every machine's `<out>/<split>/shard_*.npz` into one directory (or
+writing to a shared one) gives the identical data set.
 """
 from __future__ import annotations
 
@@ -170,21 +176,24 @@ def _write_shard(job) -> tuple[int, int, float]:
 def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers: int = 1,
                    scenes_per_shard: int = 4, config: LabelConfig | None = None,
                    progress: bool = True, command: str | None = None,
-                   num_objects: int | None = None) -> dict:
+                   num_objects: int | None = None, part: int = 0, parts: int = 1) -> dict:
     """Generate (or finish) `scenes` scenes of a split; returns the manifest.
 
     num_objects fixes the object count (default: drawn from OBJECTS_PER_SCENE).
+    part/parts: this process writes only the shards with number % parts == part.
     """
     from tqdm import tqdm
 
     if scenes <= 0:
         raise InputError(f'--scenes must be positive, got {scenes}')
+    if not 0 <= part < parts:
+        raise InputError(f'--part must lie in 0..{parts - 1} (--parts {parts}), got {part}')
     config = config or LabelConfig()
     out = Path(out)
     (out / split).mkdir(parents=True, exist_ok=True)
     n_shards = (scenes + scenes_per_shard - 1) // scenes_per_shard
     jobs, done = [], []
-    for shard in range(n_shards):
+    for shard in range(part, n_shards, parts):
         first = shard * scenes_per_shard
         count = min(scenes_per_shard, scenes - first)
         if shard_is_complete(shard_path(out, split, shard), count):
@@ -192,7 +201,9 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         else:
             jobs.append((out, split, seed, shard, first, count, config, num_objects))
     t0 = time.perf_counter()
-    bar = tqdm(total=scenes, initial=scenes - sum(j[5] for j in jobs), unit='scene',
+    mine = sum(min(scenes_per_shard, scenes - s * scenes_per_shard)
+               for s in range(part, n_shards, parts))
+    bar = tqdm(total=mine, initial=mine - sum(j[5] for j in jobs), unit='scene',
                desc=f'{split} scenes', disable=not progress, file=sys.stdout)
     if workers > 1 and len(jobs) > 1:
         with mp.get_context('spawn').Pool(workers) as pool:
@@ -219,6 +230,7 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
                       'min_visible_pixels': MIN_VISIBLE_PIXELS,
                       'intrinsics': 'CameraIntrinsics.d435() 640x480'},
         'command': command or ' '.join(sys.argv),
+        'part': [part, parts],
         'generated_shards_this_run': len(jobs),
         'seconds_this_run': round(time.perf_counter() - t0, 1),
         'machine': f'{platform.platform()} ({os.cpu_count()} cpus)',
@@ -250,12 +262,16 @@ def main(argv=None) -> None:
                     help='objects per scene (default: random in 1..10)')
     ap.add_argument('--grasp-points', type=int, default=LabelConfig.grasp_points,
                     help='labelled grasp points per object')
+    ap.add_argument('--part', type=int, default=0,
+                    help='this machine writes shards number %% parts == part')
+    ap.add_argument('--parts', type=int, default=1, help='machines sharing the split')
     args = ap.parse_args(argv)
     config = LabelConfig(grasp_points=args.grasp_points)
     cmd = 'python -m zerograsp_ros.data.generate ' + ' '.join(sys.argv[1:] if argv is None
                                                             else argv)
     m = generate_split(args.out, args.split, args.scenes, args.seed, args.workers,
-                       args.scenes_per_shard, config, command=cmd, num_objects=args.objects)
+                       args.scenes_per_shard, config, command=cmd, num_objects=args.objects,
+                       part=args.part, parts=args.parts)
     print(f"{args.split}: {m['scenes']} scenes in {len(m['shards'])} shards at "
           f"{Path(args.out) / args.split} ({m['seconds_this_run']} s this run)")
 

@@ -43,7 +43,6 @@ from zerograsp_ros.model.config import preset
 from zerograsp_ros.model.network import ZeroGraspNet, training_step
 from zerograsp_ros.runtime import resolve_device
 
-
 SHARED_HEAD_CHANNELS = 6   # normal 3, SDF 1, graspness 1, quality 1: same in every grasp head
 
 
