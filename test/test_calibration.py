@@ -10,9 +10,12 @@ from zerograsp_ros.grasp.representation import GraspSet
 from zerograsp_ros.model.calibration import (
     CHECKPOINT_KEY,
     IsotonicMap,
+    PlattMap,
     ScoreCalibration,
     expected_calibration_error,
     fit_isotonic,
+    fit_platt,
+    map_from_dict,
 )
 from zerograsp_ros.model.checkpoint import save_checkpoint, update_checkpoint_extra
 from zerograsp_ros.model.config import preset
@@ -54,6 +57,24 @@ def test_isotonic_fit_merges_small_blocks_and_rejects_bad_input():
             fit_isotonic(*bad)
     with pytest.raises(InputError, match='non-decreasing'):
         IsotonicMap(np.array([0.0, 1.0]), np.array([0.5, 0.4]))
+
+
+def test_platt_fit_recovers_a_logistic_and_round_trips():
+    rng = np.random.default_rng(4)
+    raw = 10 ** rng.uniform(-6, -2, 4000)
+    truth = 1 / (1 + np.exp(-(0.8 * np.log(raw + 1e-6) + 6.0)))
+    ok = (rng.random(len(raw)) < truth).astype(int)
+    m = fit_platt(raw, ok)
+    assert m.slope == pytest.approx(0.8, abs=0.15)
+    assert np.abs(m(raw) - truth).mean() < 0.03
+    assert (np.diff(m(np.sort(raw))) >= 0).all()
+    back = map_from_dict(m.to_dict())
+    assert isinstance(back, PlattMap) and np.array_equal(back(raw), m(raw))
+    # a score that ranks backwards gets no slope: every grasp gets the base rate
+    flat = fit_platt(raw, 1 - ok)
+    assert flat.slope == 0.0 and np.allclose(flat(raw), (1 - ok).mean(), atol=0.01)
+    with pytest.raises(InputError):
+        PlattMap(-1.0, 0.0)
 
 
 def test_ece_of_known_bins():
@@ -135,6 +156,8 @@ def test_shipped_checkpoint_reports_probabilities():
     assert CHECKPOINT_KEY in extra, 'run python -m zerograsp_ros.training.calibrate'
     cal = ScoreCalibration.from_dict(extra[CHECKPOINT_KEY])
     assert 0.0 < cal.threshold < 1.0
+    grid = np.concatenate([[0.0], np.logspace(-8, 0, 200)])
     for m in cal.maps.values():
         assert m.samples >= 100
-        assert m.probabilities[-1] > m.probabilities[0]   # the raw score does rank grasps
+        p = m(grid)
+        assert (np.diff(p) >= 0).all() and p.min() >= 0.0 and p.max() <= 1.0

@@ -2,9 +2,11 @@
 
 The network's raw score (graspness x quality) ranks grasps but is no
 probability: on the shipped checkpoint it is about 1e-4 for grasps that
-succeed a third of the time. A monotone map fitted by isotonic regression
-(pool-adjacent-violators) on judged outcomes turns it into one, without
-changing the ranking.
+succeed a third of the time. A monotone map fitted on judged outcomes turns it
+into one without changing the ranking: isotonic regression
+(pool-adjacent-violators) or Platt scaling (logistic on the log score), the
+one with the lower expected calibration error in scene-wise cross-validation
+on the fitting scenes.
 
 Two maps, because refinement changes what the raw score means:
   * ``network``: for the network's own grasps (graspness x predicted quality);
@@ -86,13 +88,61 @@ class IsotonicMap:
                    int(d.get('samples', 0)))
 
 
-def fit_isotonic(raw_scores, outcomes, min_block: int = 10) -> IsotonicMap:
-    """Isotonic regression of 0/1 outcomes on raw scores.
+@dataclass(frozen=True)
+class PlattMap:
+    """Logistic map p = sigmoid(slope * log(raw + eps) + intercept), slope >= 0 (monotone)."""
 
-    Equal raw scores are pooled first (one knot each); blocks with fewer than
-    `min_block` samples are merged into a neighbour, which keeps the fit
-    monotone and stops a handful of grasps at either end from claiming 0 or 1.
-    """
+    slope: float
+    intercept: float
+    eps: float = 1e-6
+    samples: int = 0
+
+    def __post_init__(self):
+        vals = (self.slope, self.intercept, self.eps)
+        if not all(np.isfinite(v) for v in vals) or self.slope < 0 or self.eps <= 0:
+            raise InputError(f'Platt map needs finite slope >= 0, intercept and eps > 0, '
+                             f'got {vals}')
+
+    def __call__(self, raw) -> np.ndarray:
+        raw = np.nan_to_num(np.asarray(raw, dtype=np.float64), nan=0.0)
+        z = self.slope * np.log(np.clip(raw, 0.0, None) + self.eps) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def to_dict(self) -> dict:
+        return {'kind': 'platt', 'slope': float(self.slope), 'intercept': float(self.intercept),
+                'eps': float(self.eps), 'samples': int(self.samples)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'PlattMap':
+        return cls(float(d['slope']), float(d['intercept']), float(d.get('eps', 1e-6)),
+                   int(d.get('samples', 0)))
+
+
+def fit_platt(raw_scores, outcomes, eps: float = 1e-6) -> PlattMap:
+    """Logistic regression of 0/1 outcomes on log(raw + eps) (Newton steps, slope >= 0)."""
+    raw, y = _checked(raw_scores, outcomes)
+    x = np.log(np.clip(raw, 0.0, None) + eps)
+    w = np.array([0.0, np.log((y.sum() + 0.5) / (len(y) - y.sum() + 0.5))])
+    X = np.stack([x, np.ones_like(x)], 1)
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        grad = X.T @ (p - y)
+        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if np.abs(step).max() < 1e-10:
+            break
+    if w[0] < 0:   # a score that ranks backwards gets no slope: the base rate
+        w = np.array([0.0, np.log((y.sum() + 0.5) / (len(y) - y.sum() + 0.5))])
+    return PlattMap(float(w[0]), float(w[1]), eps, len(raw))
+
+
+def map_from_dict(d: dict):
+    """An IsotonicMap or PlattMap from its to_dict() form."""
+    return PlattMap.from_dict(d) if d.get('kind') == 'platt' else IsotonicMap.from_dict(d)
+
+
+def _checked(raw_scores, outcomes) -> tuple[np.ndarray, np.ndarray]:
     raw = np.asarray(raw_scores, dtype=np.float64).reshape(-1)
     y = np.asarray(outcomes, dtype=np.float64).reshape(-1)
     if len(raw) != len(y) or len(raw) == 0:
@@ -102,6 +152,17 @@ def fit_isotonic(raw_scores, outcomes, min_block: int = 10) -> IsotonicMap:
         raise InputError('calibration scores contain NaN/inf')
     if ((y != 0) & (y != 1)).any():
         raise InputError('calibration outcomes must be 0 or 1')
+    return raw, y
+
+
+def fit_isotonic(raw_scores, outcomes, min_block: int = 10) -> IsotonicMap:
+    """Isotonic regression of 0/1 outcomes on raw scores.
+
+    Equal raw scores are pooled first (one knot each); blocks with fewer than
+    `min_block` samples are merged into a neighbour, which keeps the fit
+    monotone and stops a handful of grasps at either end from claiming 0 or 1.
+    """
+    raw, y = _checked(raw_scores, outcomes)
     xs, inverse, counts = np.unique(raw, return_inverse=True, return_counts=True)
     ys = np.bincount(inverse, weights=y) / counts
     starts, means, weights = pool_adjacent_violators(ys, counts.astype(np.float64))
@@ -130,7 +191,7 @@ def fit_isotonic(raw_scores, outcomes, min_block: int = 10) -> IsotonicMap:
 class ScoreCalibration:
     """The two stage maps, the default score threshold and where they were fitted."""
 
-    maps: dict[str, IsotonicMap]
+    maps: dict[str, IsotonicMap | PlattMap]
     threshold: float = 0.0
     info: dict = field(default_factory=dict)
 
@@ -162,7 +223,7 @@ class ScoreCalibration:
     @classmethod
     def from_dict(cls, d: dict) -> 'ScoreCalibration':
         try:
-            return cls({k: IsotonicMap.from_dict(m) for k, m in d['maps'].items()},
+            return cls({k: map_from_dict(m) for k, m in d['maps'].items()},
                        float(d.get('threshold', 0.0)), dict(d.get('info', {})))
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f'unusable score calibration: {exc}') from exc

@@ -9,8 +9,9 @@ the full refinement on the reconstruction (`evaluate.refine_on_reconstruction`,
 table plane fitted on the observed table as a robot would), each judged by the
 label judge (`data.labels.judge_grasps` on the true meshes + table; success =
 collision-free, non-empty and force-closure at mu = 0.8, the precision
-criterion of `evaluate`). Isotonic regression of success on graspness x
-quality gives one map per stage (model/calibration.py). The default score
+criterion of `evaluate`). Per stage, isotonic regression or Platt scaling of
+success on graspness x quality (model/calibration.py), whichever has the lower
+expected calibration error in 5-fold cross-validation by scene (3 repeats). The default score
 threshold is the calibrated probability that maximises F-1 of "predicted to
 succeed" on the refined validation grasps (what a robot is handed).
 """
@@ -32,6 +33,7 @@ from zerograsp_ros.model.calibration import (
     ScoreCalibration,
     expected_calibration_error,
     fit_isotonic,
+    fit_platt,
 )
 
 SUCCESS_MU = 0.8
@@ -95,16 +97,44 @@ def f1_threshold(probabilities: np.ndarray, outcomes: np.ndarray) -> dict:
     return best
 
 
-def fit_calibration(outcomes: dict, min_block: int = 10, info: dict | None = None
-                    ) -> ScoreCalibration:
+def cross_validated_ece(fit, raw: np.ndarray, ok: np.ndarray, scene: np.ndarray,
+                        folds: int = 5, repeats: int = 3) -> float:
+    """Mean ECE of out-of-fold predictions, folds by scene (a scene's grasps stay together)."""
+    scenes = np.unique(scene)
+    if len(scenes) < folds:
+        return float('nan')
+    eces = []
+    for seed in range(repeats):
+        order = np.random.default_rng(seed).permutation(scenes)
+        pred = np.zeros(len(raw))
+        for held in np.array_split(order, folds):
+            test = np.isin(scene, held)
+            pred[test] = fit(raw[~test], ok[~test])(raw[test])
+        eces.append(expected_calibration_error(pred, ok)['ece'])
+    return float(np.mean(eces))
+
+
+def fit_calibration(outcomes: dict, min_block: int = 10, info: dict | None = None,
+                    method: str = 'auto') -> ScoreCalibration:
+    """Per stage the isotonic or Platt map ('auto': lower scene-wise CV ECE)."""
+    fitters = {'isotonic': lambda r, o: fit_isotonic(r, o, min_block=min_block),
+               'platt': fit_platt}
+    if method not in ('auto', *fitters):
+        raise InputError(f"calibration method must be 'auto', 'isotonic' or 'platt', "
+                         f"got '{method}'")
     maps, fit_info = {}, dict(info or {})
     for stage in STAGES:
         raw, ok = outcomes[stage]['raw'], outcomes[stage]['success']
         if len(raw) == 0:
             continue
-        maps[stage] = fit_isotonic(raw, ok, min_block=min_block)
+        cv = {name: cross_validated_ece(f, raw, ok, outcomes[stage]['scene'])
+              for name, f in fitters.items()}
+        chosen = method if method != 'auto' else min(
+            cv, key=lambda k: np.inf if np.isnan(cv[k]) else cv[k])
+        maps[stage] = fitters[chosen](raw, ok)
         p = maps[stage](raw)
         fit_info[f'{stage}_fit'] = {
+            'method': chosen, 'cv_ece': cv,
             'grasps': int(len(raw)), 'scenes': int(len(np.unique(outcomes[stage]['scene']))),
             'success_rate': float(ok.mean()),
             'ece_raw': expected_calibration_error(raw, ok)['ece'],
@@ -127,6 +157,8 @@ def main(argv=None) -> None:
     ap.add_argument('--top-k', type=int, default=DEFAULT_TOP_K)
     ap.add_argument('--min-block', type=int, default=10,
                     help='fewest grasps behind one isotonic step')
+    ap.add_argument('--method', default='auto', choices=('auto', 'isotonic', 'platt'),
+                    help="'auto': the map with the lower scene-wise cross-validated ECE")
     ap.add_argument('--outcomes', default=None,
                     help='npz cache of judged outcomes (read if present, else written)')
     ap.add_argument('--device', default='cpu')
@@ -153,7 +185,7 @@ def main(argv=None) -> None:
             np.savez(cache, **{f'{s}_{k}': v for s, r in outcomes.items() for k, v in r.items()})
     command = 'python -m zerograsp_ros.training.calibrate ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
-    calibration = fit_calibration(outcomes, args.min_block, info={
+    calibration = fit_calibration(outcomes, args.min_block, method=args.method, info={
         'data': str(args.data), 'top_k': args.top_k, 'success': f'judge_grasps at mu '
         f'{SUCCESS_MU}', 'command': command,
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
