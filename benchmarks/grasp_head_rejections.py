@@ -69,6 +69,8 @@ def main(argv=None) -> None:
     ap.add_argument('--data', default=str(ROOT / 'datasets' / 'v1' / 'val'))
     ap.add_argument('--max-scenes', type=int, default=20)
     ap.add_argument('--no-ap', action='store_true', help='rejections only (faster)')
+    ap.add_argument('--update', action='store_true',
+                    help='keep the other heads already in --out (measure one head at a time)')
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
                                          'grasp_head_rejections.json'))
     args = ap.parse_args(argv)
@@ -77,7 +79,11 @@ def main(argv=None) -> None:
     from zerograsp_ros.training.evaluate import evaluate
 
     torch.set_num_threads(1)
-    rows = {}
+    rows, commands = {}, []
+    out = Path(args.out)
+    if args.update and out.is_file():
+        previous = json.loads(out.read_text())
+        rows, commands = previous['heads'], previous.get('commands', [previous['command']])
     for item in args.checkpoint:
         name, _, path = item.partition('=')
         row = {'checkpoint': path, **rejection_shares(path, args.data, args.max_scenes)}
@@ -89,13 +95,13 @@ def main(argv=None) -> None:
         rows[name] = row
         print(name, json.dumps({k: v for k, v in row.items() if 'share' in k or k in (
             'grasps_raw', 'grasps_refined')}, indent=1), flush=True)
+    command = 'python benchmarks/grasp_head_rejections.py ' + ' '.join(
+        sys.argv[1:] if argv is None else argv)
     result = {'heads': rows, 'data': args.data, 'max_scenes': args.max_scenes,
               'goal': 'share_below_table_or_approach_cone <= 0.20',
               'machine': f'{platform.platform()} ({os.cpu_count()} cpus)',
               'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-              'command': 'python benchmarks/grasp_head_rejections.py ' + ' '.join(
-                  sys.argv[1:] if argv is None else argv)}
-    out = Path(args.out)
+              'command': command, 'commands': commands + [command]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f'wrote {out}')

@@ -149,7 +149,9 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
 
     ds = ShardDataset(data)
     if predictor is None and checkpoint is not None:
-        predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device)
+        # raw scores: precision and AP measure the ranking, which calibration keeps
+        predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device,
+                                                       calibrated=False)
     n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
     rows, grasp_rows, refined_rows, paper_rows, times = [], [], [], [], []
     for si in tqdm(range(n), desc='evaluating scenes', unit='scene', disable=not progress,
