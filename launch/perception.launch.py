@@ -16,7 +16,18 @@ ARGUMENTS = {
                        "zerograsp_cpu.pt)"),
     'device': ('auto', 'auto | cpu | cuda[:N]'),
     'rviz': ('false', 'start RViz with config/zerograsp.rviz'),
+    'web_view': ('false', 'serve the live 3D view in a browser (web_view node, viser)'),
+    'web_host': ('127.0.0.1', 'address the web view listens on (127.0.0.1 = this machine '
+                              'only)'),
+    'web_port': ('8080', 'port of the web view (0 = any free port)'),
 }
+
+
+def _flag(value: str) -> bool:
+    v = str(value).strip().lower()
+    if v not in ('true', 'false', '1', '0'):
+        raise ValueError(f"expected true or false, got '{value}'")
+    return v in ('true', '1')
 
 
 def node_specs(args: dict) -> list:
@@ -24,7 +35,9 @@ def node_specs(args: dict) -> list:
     values = {k: v for k, (v, _) in ARGUMENTS.items()}
     values.update(args)
     return perception_nodes(values['camera_source'], values['replay_dir'],
-                            values['checkpoint'], values['device'])
+                            values['checkpoint'], values['device'],
+                            web_view=_flag(values['web_view']), web_host=values['web_host'],
+                            web_port=values['web_port'])
 
 
 def generate_launch_description():

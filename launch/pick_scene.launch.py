@@ -27,6 +27,10 @@ ARGUMENTS = {
                        "zerograsp_cpu.pt)"),
     'device': ('auto', 'auto | cpu | cuda[:N]'),
     'rviz': ('true', 'start RViz with config/zerograsp.rviz'),
+    'web_view': ('false', 'serve the live 3D view in a browser (web_view node, viser)'),
+    'web_host': ('127.0.0.1', 'address the web view listens on (127.0.0.1 = this machine '
+                              'only)'),
+    'web_port': ('8080', 'port of the web view (0 = any free port)'),
 }
 
 
@@ -42,7 +46,8 @@ def node_specs(args: dict) -> list:
     values = {k: v for k, (v, _) in ARGUMENTS.items()}
     values.update(args)
     return pick_scene_nodes(_flag(values['use_sim']), values['robot'], values['checkpoint'],
-                            values['device'])
+                            values['device'], web_view=_flag(values['web_view']),
+                            web_host=values['web_host'], web_port=values['web_port'])
 
 
 def includes(args: dict) -> list[dict]:

@@ -28,6 +28,20 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# Optional: headless Chromium for the web view's browser test (test/test_web_view.py,
+# which skips, saying why, where it is missing). A failure here only warns.
+APT_OPTIONAL=(chromium)
+optional=()
+for p in "${APT_OPTIONAL[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || optional+=("$p")
+done
+if ((${#optional[@]})); then
+  log "apt-get install ${optional[*]} (optional: the browser test)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+      "${optional[@]}" >/dev/null; } \
+    || log "warning: could not install ${optional[*]}; the web view's browser test will skip"
+fi
 
 # 2. The venv, rebuilt only when the requirement files change.
 req_stamp="$(cat "$REPO"/requirements/*.txt "$REPO/scripts/setup.sh" | sha256sum | cut -c1-16)"

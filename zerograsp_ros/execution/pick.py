@@ -194,8 +194,12 @@ class PickSequence:
     """Runs one pick on a backend; every stage reports success or its reason of failure."""
 
     def __init__(self, backend: ExecutionBackend, robot: RobotPreset,
-                 config: PickConfig | None = None, table: CollisionBox | None = None):
+                 config: PickConfig | None = None, table: CollisionBox | None = None,
+                 on_attempt=None):
         self.backend = backend
+        # on_attempt(grasp): called with each candidate (a 1-grasp GraspSet in the target's
+        # frame) as its motion starts, so a view can highlight what the arm is doing.
+        self.on_attempt = on_attempt
         self.robot = robot
         self.config = (config or PickConfig()).validate()
         self.table = table
@@ -349,6 +353,8 @@ class PickSequence:
             if scene_target != obj_id:  # gripper contact is allowed with this target only
                 self._update_scene(meshes, obj_id)
                 scene_target = obj_id
+            if self.on_attempt is not None:
+                self.on_attempt(grasps.subset([i]).transformed(np.linalg.inv(T)))
             motion = self.backend.move(poses['pre_grasp'], straight_line=False, dry_run=dry)
             if not motion.planned:
                 reasons.append(('pre_grasp', f'{label}: pre-grasp not planned: '

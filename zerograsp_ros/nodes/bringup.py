@@ -6,6 +6,7 @@ remappings as launch/pick_scene.launch.py and launch/perception.launch.py:
   bringup                                   # pick scene, simulated cell (use_sim)
   bringup --perception-only --camera-source replay --replay-dir samples/tabletop
   bringup --no-sim --robot fr3              # robot PC without `launch`
+  bringup --web-view                        # + the browser view, http://127.0.0.1:8080
 
 The graph runs in a child process that this one respawns when it dies (a crash, the
 OOM killer), as the launch files respawn their nodes; a node that cannot start
@@ -28,6 +29,8 @@ from zerograsp_ros.nodes.graph import (
     RESPAWN_DELAY_S,
     ROBOTS,
     STARTUP_ERROR_EXIT,
+    WEB_VIEW_HOST,
+    WEB_VIEW_PORT,
     NodeSpec,
     perception_nodes,
     pick_scene_nodes,
@@ -119,17 +122,18 @@ def run_single_node(cls, args=None) -> int:
 
 
 def build_specs(opts) -> list[NodeSpec]:
+    web = {'web_view': opts.web_view, 'web_host': opts.web_host, 'web_port': opts.web_port}
     if opts.perception_only:
         return perception_nodes(opts.camera_source or 'realsense', opts.replay_dir,
                                 opts.checkpoint, opts.device, not opts.no_visualization,
-                                tuple(opts.params_file))
+                                tuple(opts.params_file), **web)
     specs = pick_scene_nodes(not opts.no_sim, opts.robot, opts.checkpoint, opts.device,
-                             not opts.no_visualization)
+                             not opts.no_visualization, **web)
     if opts.camera_source or opts.params_file:
         override = perception_nodes(opts.camera_source or ('sim' if not opts.no_sim
                                                           else 'realsense'),
                                     opts.replay_dir, opts.checkpoint, opts.device,
-                                    not opts.no_visualization, tuple(opts.params_file))
+                                    not opts.no_visualization, tuple(opts.params_file), **web)
         by_name = {s.name: s for s in override}
         specs = [by_name.get(s.name, s) for s in specs]
     return specs
@@ -151,6 +155,12 @@ def parse_args(argv):
     p.add_argument('--params-file', action='append', default=[],
                    help='extra parameter YAML for the perception nodes (repeatable)')
     p.add_argument('--no-visualization', action='store_true')
+    p.add_argument('--web-view', action='store_true',
+                   help='also serve the live 3D view in a browser (web_view node, viser)')
+    p.add_argument('--web-host', default=WEB_VIEW_HOST,
+                   help='address the web view listens on (default: this machine only)')
+    p.add_argument('--web-port', type=int, default=WEB_VIEW_PORT,
+                   help='port of the web view (0 = any free port)')
     p.add_argument('--threads', type=int, default=0, help='executor threads (0 = automatic)')
     p.add_argument('--list', action='store_true', help='print the node graph and exit')
     p.add_argument('--no-respawn', action='store_true',

@@ -25,6 +25,8 @@ GRASPS_TOPIC = 'zerograsp/grasps'
 RECONSTRUCTION_TOPIC = 'zerograsp/reconstruction'
 MARKERS_TOPIC = 'zerograsp/markers'
 RECONSTRUCTION_CLOUD_TOPIC = 'zerograsp/reconstruction_cloud'
+# The grasp /pick is executing, in the prediction's frame (empty array: none).
+EXECUTED_GRASP_TOPIC = 'zerograsp/executed_grasp'
 PREDICT_SERVICE = 'predict_grasps'
 REFINE_SERVICE = 'refine_grasps'
 

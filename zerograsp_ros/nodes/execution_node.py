@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from std_msgs.msg import Header
 import yaml
 
 from zerograsp_ros.errors import InputError
@@ -26,7 +27,13 @@ from zerograsp_ros.execution.pick import (
 from zerograsp_ros.execution.robot import config_dir, load_robot_preset
 from zerograsp_ros.geometry.transforms import make_pose, matrix_from_rpy
 from zerograsp_ros.msg import GraspArray
-from zerograsp_ros.nodes.common import FROM_CONFIG, Param, declare_params
+from zerograsp_ros.nodes.common import (
+    EXECUTED_GRASP_TOPIC,
+    FROM_CONFIG,
+    LATCHED_QOS,
+    Param,
+    declare_params,
+)
 from zerograsp_ros.nodes.conversions import grasps_to_msg, msg_to_grasps, msg_to_scene
 from zerograsp_ros.srv import PickObject, PredictGrasps
 
@@ -103,11 +110,16 @@ class ExecutionNode(Node):
                                                  callback_group=self.client_group)
         self.setup_error = ''
         self.sequence = None
+        # The candidate being executed, in the prediction's frame (for the web view).
+        self.executed_pub = self.create_publisher(GraspArray, EXECUTED_GRASP_TOPIC,
+                                                  LATCHED_QOS)
+        self._target_frame = ''
         try:
             self.robot = self._robot_preset()
             self.config = self._pick_config()
             self.backend = backend or self._make_backend()
-            self.sequence = PickSequence(self.backend, self.robot, self.config, self._table())
+            self.sequence = PickSequence(self.backend, self.robot, self.config, self._table(),
+                                         on_attempt=self._publish_attempt)
         except (InputError, ExecutionError) as exc:
             # Keep serving: every /pick answers with this reason instead of a crash.
             self.setup_error = str(exc)
@@ -246,6 +258,7 @@ class ExecutionNode(Node):
         return self.fill_response(result, response, note)
 
     def _pick(self, request) -> tuple[PickResult, str]:
+        self._publish_attempt(None)   # a new pick: the last one's grasp is history
         try:
             target, note = self._target(request)
         except InputError as exc:
@@ -255,7 +268,17 @@ class ExecutionNode(Node):
         if not request.use_explicit_grasp:
             target.object_id = int(request.object_id)
         target.dry_run = bool(request.dry_run)
+        self._target_frame = target.frame_id
         return self.sequence.run(target), note
+
+    def _publish_attempt(self, grasp=None):
+        """The candidate being executed on EXECUTED_GRASP_TOPIC (none: an empty array)."""
+        header = Header(frame_id=self._target_frame, stamp=self.get_clock().now().to_msg())
+        try:
+            msg = grasps_to_msg(grasp, header) if grasp is not None else GraspArray(header=header)
+            self.executed_pub.publish(msg)
+        except Exception as exc:  # a view must never stop the arm: say so and go on
+            self.get_logger().warning(f'cannot publish the executed grasp: {exc}')
 
     def fill_response(self, result: PickResult, response, note: str = ''):
         response.success = bool(result.success)

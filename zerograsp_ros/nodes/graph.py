@@ -17,6 +17,7 @@ from zerograsp_ros.resources import package_path
 PACKAGE = 'zerograsp_ros'
 ROBOTS = ('panda', 'fr3')
 CAMERA_SOURCES = ('realsense', 'sim', 'replay')
+WEB_VIEW_HOST, WEB_VIEW_PORT = '127.0.0.1', 8080
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,28 @@ def _config(name: str) -> tuple[str, ...]:
     return (str(path),) if path.is_file() else ()
 
 
+def web_view_node(host: str = WEB_VIEW_HOST, port: int | str = WEB_VIEW_PORT,
+                  extra_param_files: tuple[str, ...] = ()) -> NodeSpec:
+    """The browser view (nodes/web_view.py) listening on host:port."""
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise InputError(f"web view port '{port}' is not an integer") from None
+    if not 0 <= port <= 65535:
+        raise InputError(f'web view port {port} is outside 0..65535')
+    if not str(host).strip():
+        raise InputError('web view host is empty (127.0.0.1 = this machine only)')
+    return NodeSpec('web_view', 'web_view', 'WebViewNode',
+                    _config('perception.yaml') + tuple(extra_param_files),
+                    {'host': str(host), 'port': port})
+
+
 def perception_nodes(camera_source: str = 'realsense', replay_dir: str = '',
                      checkpoint: str = '', device: str = 'auto', visualization: bool = True,
-                     extra_param_files: tuple[str, ...] = ()) -> list[NodeSpec]:
-    """Camera, segmentation, grasp, refinement (and visualisation) nodes."""
+                     extra_param_files: tuple[str, ...] = (), web_view: bool = False,
+                     web_host: str = WEB_VIEW_HOST,
+                     web_port: int | str = WEB_VIEW_PORT) -> list[NodeSpec]:
+    """Camera, segmentation, grasp, refinement (and visualisation, web view) nodes."""
     if camera_source not in CAMERA_SOURCES:
         raise InputError(f"camera source '{camera_source}' is not one of {CAMERA_SOURCES}")
     if camera_source == 'replay' and not replay_dir:
@@ -99,11 +118,15 @@ def perception_nodes(camera_source: str = 'realsense', replay_dir: str = '',
     if visualization:
         nodes.append(NodeSpec('visualization_node', 'visualization_node', 'VisualizationNode',
                               files))
+    if web_view:
+        nodes.append(web_view_node(web_host, web_port, tuple(extra_param_files)))
     return nodes
 
 
 def pick_scene_nodes(use_sim: bool = True, robot: str = 'panda', checkpoint: str = '',
-                     device: str = 'auto', visualization: bool = True) -> list[NodeSpec]:
+                     device: str = 'auto', visualization: bool = True, web_view: bool = False,
+                     web_host: str = WEB_VIEW_HOST,
+                     web_port: int | str = WEB_VIEW_PORT) -> list[NodeSpec]:
     """The whole pick cell: perception, execution and (use_sim) the simulated cell.
 
     With use_sim the simulated cell publishes the realsense topics and stands in for
@@ -112,7 +135,8 @@ def pick_scene_nodes(use_sim: bool = True, robot: str = 'panda', checkpoint: str
     if robot not in ROBOTS and not Path(robot).is_file():
         raise InputError(f"robot '{robot}' is not one of {ROBOTS} (or a preset YAML path)")
     nodes = perception_nodes('sim' if use_sim else 'realsense', checkpoint=checkpoint,
-                             device=device, visualization=visualization)
+                             device=device, visualization=visualization, web_view=web_view,
+                             web_host=web_host, web_port=web_port)
     nodes.append(NodeSpec('execution_node', 'execution_node', 'ExecutionNode',
                           _config('execution.yaml'),
                           {'robot': robot, 'backend': 'sim' if use_sim else 'moveit'}))
