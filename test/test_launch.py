@@ -104,6 +104,28 @@ def test_pick_scene_node_graph_per_argument():
         module.node_specs({'robot': 'ur5'})
 
 
+def test_web_view_argument_adds_the_browser_view_with_its_host_and_port():
+    for name in LAUNCH_FILES:
+        module = load_launch_file(name)
+        assert 'web_view' not in {s.name for s in module.node_specs({})}   # off by default
+        specs = {s.name: s for s in module.node_specs({'web_view': 'true',
+                                                       'web_port': '9123'})}
+        assert specs['web_view'].parameters == {'host': '127.0.0.1', 'port': 9123}
+        assert specs['web_view'].executable == 'web_view'
+        assert module.ARGUMENTS['web_host'][0] == '127.0.0.1'   # localhost only by default
+    from zerograsp_ros.errors import InputError
+
+    with pytest.raises(InputError, match="port 'http' is not an integer"):
+        load_launch_file('perception.launch.py').node_specs({'web_view': 'true',
+                                                             'web_port': 'http'})
+    out = subprocess.run([sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--list',
+                          '--device', 'cpu', '--web-view', '--web-port', '9123'],
+                         capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert out.returncode == 0, out.stderr
+    web = [line for line in out.stdout.splitlines() if line.startswith('web_view ')]
+    assert len(web) == 1 and "'port': 9123" in web[0] and "'host': '127.0.0.1'" in web[0]
+
+
 def test_bringup_runs_the_same_graph_as_the_launch_file():
     """`bringup --list` (launch-free) prints exactly the launch file's nodes and parameters."""
     out = subprocess.run([sys.executable, '-m', 'zerograsp_ros.nodes.bringup', '--list',
@@ -381,9 +403,11 @@ def _parameters(node, node_name, names, timeout=180.0):
 @pytest.mark.parametrize('launch_file, args, expected', [
     ('perception.launch.py',
      {'camera_source': 'replay', 'replay_dir': str(REPO / 'samples' / 'tabletop'),
-      'checkpoint': 'COPY', 'device': 'cpu', 'rviz': 'false'},
+      'checkpoint': 'COPY', 'device': 'cpu', 'rviz': 'false', 'web_view': 'true',
+      'web_port': '0'},
      {'camera_node': {'source': 'replay', 'replay_dir': str(REPO / 'samples' / 'tabletop')},
-      'grasp_node': {'checkpoint': 'COPY', 'device': 'cpu'}}),
+      'grasp_node': {'checkpoint': 'COPY', 'device': 'cpu'},
+      'web_view': {'host': '127.0.0.1', 'port': 0}}),
     ('pick_scene.launch.py',
      {'use_sim': 'true', 'robot': 'fr3', 'checkpoint': 'COPY', 'device': 'cpu',
       'rviz': 'false'},

@@ -95,6 +95,24 @@ class HeadlessBrowser:
                            awaitPromise=True)
         return result.get('result', {}).get('value')
 
+    def has_button(self, text: str) -> bool:
+        return bool(self.evaluate(
+            f'[...document.querySelectorAll("button")].some('
+            f'e => e.textContent.trim() === {json.dumps(text)})'))
+
+    def dismiss_notifications(self) -> None:
+        """Close the page's pop-up notifications (Mantine's close buttons)."""
+        self.evaluate('document.querySelectorAll(".mantine-Notification-closeButton")'
+                      '.forEach(e => e.click())')
+
+    def click_checkbox(self, label: str) -> bool:
+        """Click the checkbox of the <label> whose text is `label`; False if there is none."""
+        return bool(self.evaluate(
+            f'(() => {{ const l = [...document.querySelectorAll("label")].find('
+            f'e => e.textContent.trim() === {json.dumps(label)}); '
+            f'const box = l && document.getElementById(l.htmlFor); '
+            f'if (box) {{ box.click(); return true; }} return false; }})()'))
+
     def click_button(self, text: str) -> bool:
         """Click the first <button> whose text is `text`; False if there is none (yet)."""
         return bool(self.evaluate(

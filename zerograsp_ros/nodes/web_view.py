@@ -136,9 +136,12 @@ class WebViewNode(Node):
         gui = self.server.gui
         gui.add_markdown('**zerograsp_ros** live view (camera frame)')
         self.status = gui.add_markdown('waiting for `/predict_grasps` results ...')
+        self.answer = gui.add_markdown(' ')   # the last button's answer
         self.slider = gui.add_slider('Score threshold', min=0.0, max=1.0, step=0.001,
                                      initial_value=float(self.threshold))
         self.slider.on_update(lambda _: self._draw_grasps())
+        self.show_grasps = gui.add_checkbox('Grasps', initial_value=True)
+        self.show_grasps.on_update(lambda _: self._draw_grasps())
         self.show_cloud = gui.add_checkbox('Visible cloud', initial_value=True)
         self.show_cloud.on_update(lambda _: self._set_visible('/visible_cloud',
                                                               self.show_cloud.value))
@@ -160,20 +163,23 @@ class WebViewNode(Node):
     def _say(self, text: str):
         self.status.content = text
 
+    def _answer(self, text: str):
+        self.answer.content = text
+
     # ----------------------------------------------------------------- buttons
     def request_prediction(self):
         """Call /predict_grasps (the results arrive on the topics like anyone's)."""
         from zerograsp_ros.srv import PredictGrasps
 
         if not self.predict_client.service_is_ready():
-            self._say(f'`/{PREDICT_SERVICE}` is not available (is grasp_node running?)')
+            self._answer(f'`/{PREDICT_SERVICE}` is not available (is grasp_node running?)')
             return None
         with self.lock:   # the last pick's grasp is not part of the new prediction
             self.executed = None
             self._draw_executed()
-        self._say('predicting ...')
+        self._answer('predicting ...')
         future = self.predict_client.call_async(PredictGrasps.Request(refine=True))
-        future.add_done_callback(lambda f: self._say(self._answer_text('predict', f)))
+        future.add_done_callback(lambda f: self._answer(self._answer_text('predict', f)))
         return future
 
     def request_dry_run_pick(self):
@@ -181,11 +187,11 @@ class WebViewNode(Node):
         from zerograsp_ros.srv import PickObject
 
         if not self.pick_client.service_is_ready():
-            self._say('`/pick` is not available (is execution_node running?)')
+            self._answer('`/pick` is not available (is execution_node running?)')
             return None
-        self._say('planning a pick (dry run) ...')
+        self._answer('planning a pick (dry run) ...')
         future = self.pick_client.call_async(PickObject.Request(object_id=-1, dry_run=True))
-        future.add_done_callback(lambda f: self._say(self._answer_text('pick (dry run)', f)))
+        future.add_done_callback(lambda f: self._answer(self._answer_text('pick (dry run)', f)))
         return future
 
     @staticmethod
@@ -205,7 +211,7 @@ class WebViewNode(Node):
         with self.lock:
             self.grasps = grasps.sorted_by_score()
             if len(grasps):   # the slider spans this prediction's scores
-                top = float(np.ceil(float(grasps.scores.max()) * 100) / 100) or 1.0
+                top = float(np.ceil(round(float(grasps.scores.max()) * 100, 4)) / 100) or 1.0
                 self.slider.max = max(top, float(self.slider.value))
             self._draw_grasps()
 
@@ -222,6 +228,8 @@ class WebViewNode(Node):
         g = self.grasps
         if g is None or not len(g):
             return g
+        if not self.show_grasps.value:
+            return g.subset(slice(0, 0))
         shown = [i for i, o in self.objects.items() if not o['checkbox'].value]
         keep = g.scores >= float(self.slider.value)
         if shown:
@@ -388,10 +396,14 @@ class WebViewNode(Node):
         normal = scene_view.wxyz_to_matrix(patch.wxyz)[:, 2]
         towards_camera = -centre - (-centre @ normal) * normal
         towards_camera /= max(np.linalg.norm(towards_camera), 1e-9)
+        position = centre + 0.55 * normal + 0.40 * towards_camera
         cam = self.server.initial_camera
-        cam.look_at = tuple(centre)
-        cam.position = tuple(centre + 0.55 * normal + 0.40 * towards_camera)
-        cam.up = tuple(normal)
+        cam.look_at, cam.position, cam.up = tuple(centre), tuple(position), tuple(normal)
+        for client in self.server.get_clients().values():   # pages opened before this
+            with client.atomic():
+                client.camera.up_direction = tuple(normal)
+                client.camera.position = tuple(position)
+                client.camera.look_at = tuple(centre)
         self._camera_placed = True
 
     def _mark_update(self, what: str):
