@@ -21,6 +21,10 @@ import time
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from support.headless_browser import HeadlessBrowser, decode_png, find_chromium  # noqa: E402
+from support.ros_helpers import spin_until  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,36 +43,45 @@ def _grasps(rotations, translations, widths, depths, scores=None, object_ids=Non
 def test_drawn_gripper_boxes_are_the_refinement_collision_model():
     from scipy.spatial.transform import Rotation
 
-    from zerograsp_ros.grasp.gripper import GRIPPER_BOX_PARTS, gripper_boxes, gripper_preset
+    from zerograsp_ros.grasp.gripper import BOX_NAMES, gripper_preset
     from zerograsp_ros.grasp.refinement import RefinementConfig, check_collisions
+    from zerograsp_ros.perception.scene_view import gripper_boxes
 
     g = gripper_preset('robotiq_2f85')
     R = Rotation.from_euler('xyz', [0.3, -0.5, 1.1]).as_matrix()
     grasp = _grasps(R[None], [[0.1, -0.05, 0.6]], [0.04], [0.02])
     centres, sizes, rotations = gripper_boxes(grasp.rotations, grasp.translations,
                                               grasp.widths, grasp.depths, g)
-    assert centres.shape == sizes.shape == (1, len(GRIPPER_BOX_PARTS), 3)
+    assert centres.shape == sizes.shape == (1, len(BOX_NAMES), 3)
     np.testing.assert_allclose(rotations[0], R, atol=1e-6)
     local = (centres[0] - grasp.translations[0]) @ R           # back in the gripper frame
-    left, right, palm, wrist = range(4)
-    # Fingers: inner faces at -/+ w/2, tips at the grasp depth, the model's sizes.
-    np.testing.assert_allclose(local[left, 1] + sizes[0, left, 1] / 2, -0.02, atol=1e-6)
-    np.testing.assert_allclose(local[right, 1] - sizes[0, right, 1] / 2, 0.02, atol=1e-6)
-    np.testing.assert_allclose(local[[left, right], 0] + g.finger_length / 2, 0.02, atol=1e-6)
-    np.testing.assert_allclose(sizes[0, left], [g.finger_length, g.finger_thickness,
-                                                g.finger_width])
-    np.testing.assert_allclose(sizes[0, palm, 1], 0.04 + 2 * g.finger_thickness)
-    assert local[wrist, 0] < local[palm, 0] < local[left, 0]   # wrist behind palm behind fingers
+    parts = dict(zip(BOX_NAMES, range(len(BOX_NAMES))))
+    fingers = [parts['left_finger'], parts['right_finger']]
+    # Fingers: inner faces at |y| = w/2, tips at the grasp depth, the model's sizes.
+    np.testing.assert_allclose(np.abs(local[fingers, 1]) - sizes[0, fingers, 1] / 2, 0.02,
+                               atol=1e-6)
+    np.testing.assert_allclose(local[fingers, 0] + sizes[0, fingers, 0] / 2, 0.02, atol=1e-6)
+    np.testing.assert_allclose(sizes[0, fingers[0]], [g.finger_length, g.finger_thickness,
+                                                      g.finger_width])
+    # The housing at the grasp pose (not swept back along the approach), behind the fingers.
+    housing = parts['housing']
+    np.testing.assert_allclose(sizes[0, housing], [g.housing_length, g.housing_width,
+                                                   g.housing_height])
+    np.testing.assert_allclose(local[housing, 0] + g.housing_length / 2,
+                               0.02 - g.finger_length - g.palm_depth, atol=1e-6)
     # The collision check agrees: a point in each drawn box hits the body, one point
     # between the drawn fingers is inside the closing region.
     config = RefinementConfig(collision_voxel=0.0)
-    for part in (left, right, palm):
+    for part in (*fingers, housing):
         hit = check_collisions(grasp, centres[0, part][None].astype(np.float32), g, config)
-        assert hit['body_points'][0] == 1 and hit['inner_points'][0] == 0, \
-            GRIPPER_BOX_PARTS[part]
+        assert hit['body_points'][0] == 1 and hit['inner_points'][0] == 0, BOX_NAMES[part]
     between = (grasp.translations[0] + R @ [0.01, 0.0, 0.0])[None].astype(np.float32)
     hit = check_collisions(grasp, between, g, config)
     assert hit['body_points'][0] == 0 and hit['inner_points'][0] == 1
+    # A model without a housing draws its palm box once and no housing.
+    thin = gripper_boxes(grasp.rotations, grasp.translations, grasp.widths, grasp.depths,
+                         gripper_preset('franka_hand'))[1]
+    assert (thin[0, parts['housing']] == 0).all() and (thin[0, parts['back']] > 0).all()
 
 
 def test_scene_view_colours_table_and_cloud():
@@ -107,24 +120,12 @@ def test_scene_view_colours_table_and_cloud():
 
 # ----------------------------------------------------------------------------- in process
 
-@pytest.fixture(scope='module')
-def ros(ros_domain):
-    import rclpy
-
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
 def _spin_until(executor, predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
+    return spin_until(executor, predicate, timeout)
 
 
 @pytest.mark.ros
-def test_web_view_node_draws_and_its_controls_work(ros):
+def test_web_view_node_draws_and_its_controls_work(rclpy_initialised):
     import urllib.request
 
     import rclpy
@@ -241,9 +242,6 @@ def test_web_view_node_draws_and_its_controls_work(ros):
 # ----------------------------------------------------------------------------- real browser
 
 def _chromium_or_skip():
-    sys.path.insert(0, str(Path(__file__).parent))
-    from support.headless_browser import find_chromium
-
     if find_chromium() is None:
         pytest.skip('chromium is not installed (scripts/setup.sh installs Debian `chromium`; '
                     'its apt-get failed or was not run here)')
@@ -273,10 +271,9 @@ def score_ramp_mask(image: np.ndarray) -> np.ndarray:
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_web_view_in_headless_chromium_shows_meshes_and_grasps(ros, tmp_path):
+def test_web_view_in_headless_chromium_shows_meshes_and_grasps(rclpy_initialised, tmp_path):
     _chromium_or_skip()
     import rclpy
-    from support.headless_browser import HeadlessBrowser, decode_png
 
     from zerograsp_ros.msg import GraspArray, SceneReconstruction
     from zerograsp_ros.nodes.common import GRASPS_TOPIC, LATCHED_QOS, RECONSTRUCTION_TOPIC
