@@ -258,6 +258,31 @@ def colour_mask(image: np.ndarray, rgb, tolerance: float = 0.035) -> np.ndarray:
     return (distance < tolerance) & saturated & (total[..., 0] > 90)
 
 
+# Share of the pixels the grasps change that must be in the score colours: the opaque
+# fingers are; the see-through housing mixes its colour with what lies behind it.
+RAMP_SHARE = 0.35
+
+
+def settled_change(browser, reference: np.ndarray, timeout: float = 30.0) -> np.ndarray:
+    """The page once it differs from `reference` and has stopped changing.
+
+    Software WebGL on a busy machine can take seconds per frame.
+    """
+    deadline = time.monotonic() + timeout
+    image = decode_png(browser.screenshot())
+    while (np.abs(image.astype(int) - reference.astype(int)).sum(-1) > 60).sum() < 300 \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+        image = decode_png(browser.screenshot())
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        again = decode_png(browser.screenshot())
+        if (np.abs(again.astype(int) - image.astype(int)).sum(-1) > 60).sum() < 50:
+            return again
+        image = again
+    return image
+
+
 def score_ramp_mask(image: np.ndarray) -> np.ndarray:
     """Pixels in the grasps' red-yellow-green score ramp (hue -20..135 deg, saturated)."""
     img = image[..., :3].astype(np.float64)
@@ -339,15 +364,15 @@ def test_web_view_in_headless_chromium_shows_meshes_and_grasps(rclpy_initialised
                 png = browser.screenshot()
                 with_grasps = decode_png(png)
                 assert browser.click_checkbox('Grasps')      # hide the grasps ...
-                time.sleep(2.0)
-                without = decode_png(browser.screenshot())
+                without = settled_change(browser, with_grasps)
                 assert browser.click_checkbox('Grasps')      # ... and show them again
+                settled_change(browser, without)
                 objects = object_counts(without)
                 seen = [i for i in ids if objects[i] >= 40 and objects[i] > 3 * base_objects[i]]
                 grasp_pixels = np.abs(with_grasps.astype(int) - without.astype(int)).sum(-1) > 60
                 in_ramp = score_ramp_mask(with_grasps) & grasp_pixels
                 ok = (len(seen) >= max(1, len(ids) - 1) and grasp_pixels.sum() >= 400
-                      and in_ramp.sum() >= 0.6 * grasp_pixels.sum())
+                      and in_ramp.sum() >= max(400, RAMP_SHARE * grasp_pixels.sum()))
                 if ok or time.monotonic() > shot_deadline:
                     break
             (tmp_path / 'web_view.png').write_bytes(png)
@@ -362,7 +387,7 @@ def test_web_view_in_headless_chromium_shows_meshes_and_grasps(rclpy_initialised
             assert len(seen) >= max(1, len(ids) - 1), report
             # ... and the grasps: what the 'Grasps' checkbox hides, in the red-green ramp.
             assert grasp_pixels.sum() >= 400, report
-            assert in_ramp.sum() >= 0.6 * grasp_pixels.sum(), report
+            assert in_ramp.sum() >= max(400, RAMP_SHARE * grasp_pixels.sum()), report
             if os.environ.get('ZEROGRASP_WRITE_DOCS'):
                 (REPO / 'docs' / 'web_view.png').write_bytes(png)
             print(report)

@@ -20,6 +20,7 @@ from operator import attrgetter
 import sys
 import threading
 import time
+import zlib
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -44,6 +45,7 @@ from zerograsp_ros.nodes.conversions import SURFACE_FIELDS, cloud_to_points, msg
 from zerograsp_ros.perception import scene_view
 
 _XYZ = attrgetter('x', 'y', 'z')
+TABLE_REFIT_PERIOD = 10.0   # [s] RANSAC on the visible cloud at most this often
 _TRIANGLE = attrgetter('vertex_indices')
 
 
@@ -105,12 +107,15 @@ class WebViewNode(Node):
         self.objects: dict[int, dict] = {}  # id -> {'digest', 'handle', 'checkbox'}
         self.latest_frame: RGBDFrameMsg | None = None
         self.frame_drawn_stamp = None
+        self.frame_digest = None
+        self.table_fitted = -float('inf')
         self.updates = 0                  # scene updates sent (grasps or reconstruction)
         self.last_update = {}             # what -> time.time() of its last upload
         self._grasp_handle = None
         self._executed_handle = None
         self._cube = scene_view.unit_cube()
         self._camera_placed = False
+        self._shown = 0
         self._build_gui()
 
         self.client_group = ReentrantCallbackGroup()
@@ -245,9 +250,13 @@ class WebViewNode(Node):
             self._grasp_handle = self._draw_boxes('/grasps', grasps, colours,
                                                   self._grasp_handle)
             self._mark_update('grasps')
-            total = len(self.grasps)
-            self._say(f'{len(grasps)} of {total} grasps shown (score >= '
-                      f'{self.slider.value:.2f}), {len(self.objects)} object(s)')
+            self._shown = len(grasps)
+            self._update_status()
+
+    def _update_status(self):
+        total = 0 if self.grasps is None else len(self.grasps)
+        self._say(f'{self._shown} of {total} grasps shown (score >= '
+                  f'{self.slider.value:.3f}), {len(self.objects)} object(s)')
 
     def _draw_boxes(self, name, grasps, colours, handle, scale: float = 1.0):
         if handle is not None:
@@ -261,7 +270,8 @@ class WebViewNode(Node):
         return self.server.scene.add_batched_meshes_simple(
             name, vertices, faces, batched_wxyzs=boxes.wxyzs,
             batched_positions=boxes.positions, batched_scales=boxes.sizes * scale,
-            batched_colors=boxes.colours, lod='off', cast_shadow=False, receive_shadow=False)
+            batched_colors=boxes.colours, batched_opacities=boxes.opacities, lod='off',
+            cast_shadow=False, receive_shadow=False)
 
     def _on_executed(self, msg: GraspArray):
         try:
@@ -307,7 +317,10 @@ class WebViewNode(Node):
                     entry['handle'].remove()
                 entry['checkbox'].remove()
             self._mark_update('reconstruction')
-            self._draw_grasps()
+            if any(not o['checkbox'].value for o in self.objects.values()):
+                self._draw_grasps()   # the grasps of hidden objects stay hidden
+            else:
+                self._update_status()
 
     def _draw_object(self, oid: int, obj):
         # A digest of the raw message fields: an unchanged object is not re-sent.
@@ -358,6 +371,11 @@ class WebViewNode(Node):
         if msg is None or msg.header.stamp == self.frame_drawn_stamp:
             return
         self.frame_drawn_stamp = msg.header.stamp
+        # A replayed or still scene sends the same images again: nothing to redraw.
+        digest = (zlib.crc32(memoryview(msg.depth.data)), zlib.crc32(memoryview(msg.color.data)))
+        if digest == self.frame_digest:
+            return
+        self.frame_digest = digest
         from zerograsp_ros.nodes.conversions import rgbd_msg_to_frame
         from zerograsp_ros.perception.segmentation import fit_plane
 
@@ -374,10 +392,13 @@ class WebViewNode(Node):
         self._cloud_handle = self.server.scene.add_point_cloud(
             '/visible_cloud', points, colours, point_size=self.point_size,
             point_shape='circle', visible=bool(self.show_cloud.value))
-        try:
-            patch = scene_view.table_patch(fit_plane(points), points)
-        except InputError:
-            patch = None   # no table in view: the cloud alone is drawn
+        patch = None
+        if time.monotonic() - self.table_fitted >= TABLE_REFIT_PERIOD:   # the table stays put
+            try:
+                patch = scene_view.table_patch(fit_plane(points), points)
+                self.table_fitted = time.monotonic()
+            except InputError:
+                patch = None   # no table in view: the cloud alone is drawn
         if patch is not None:
             if not self._camera_placed:
                 self._place_initial_camera(patch)
@@ -396,7 +417,7 @@ class WebViewNode(Node):
         normal = scene_view.wxyz_to_matrix(patch.wxyz)[:, 2]
         towards_camera = -centre - (-centre @ normal) * normal
         towards_camera /= max(np.linalg.norm(towards_camera), 1e-9)
-        position = centre + 0.55 * normal + 0.40 * towards_camera
+        position = centre + 0.48 * normal + 0.34 * towards_camera
         cam = self.server.initial_camera
         cam.look_at, cam.position, cam.up = tuple(centre), tuple(position), tuple(normal)
         for client in self.server.get_clients().values():   # pages opened before this

@@ -71,6 +71,7 @@ class BoxInstances:
     wxyzs: np.ndarray       # (M, 4)
     sizes: np.ndarray       # (M, 3)
     colours: np.ndarray     # (M, 3) uint8
+    opacities: np.ndarray   # (M,)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -99,6 +100,10 @@ def gripper_boxes(rotations, translations, widths, depths,
     return centres, sizes, R
 
 
+# The housing is drawn see-through: at 94 x 86 x 65 mm it would hide the objects.
+BOX_OPACITY = {'housing': 0.25}
+
+
 def grasp_box_instances(rotations, translations, widths, depths, colours,
                         gripper: GripperModel) -> BoxInstances:
     """Every grasp as the gripper model's boxes, each box in its grasp's colour."""
@@ -107,7 +112,9 @@ def grasp_box_instances(rotations, translations, widths, depths, colours,
     n, parts = centres.shape[:2]
     wxyz = np.repeat(matrix_to_wxyz(R), parts, axis=0)
     colours = np.repeat(np.asarray(colours, dtype=np.uint8).reshape(n, 3), parts, axis=0)
-    return BoxInstances(centres.reshape(-1, 3), wxyz, sizes.reshape(-1, 3), colours)
+    opacity = np.tile([BOX_OPACITY.get(name, 1.0) for name in BOX_NAMES], n)
+    return BoxInstances(centres.reshape(-1, 3), wxyz, sizes.reshape(-1, 3), colours,
+                        opacity.astype(np.float32))
 
 
 def unit_cube() -> tuple[np.ndarray, np.ndarray]:
