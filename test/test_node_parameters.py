@@ -14,7 +14,7 @@ pytestmark = pytest.mark.ros
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config'
 PERCEPTION_NODES = ('camera_node', 'segmentation_node', 'grasp_node', 'refinement_node',
-                    'visualization_node')
+                    'visualization_node', 'web_view')
 
 
 def table(node: str) -> dict:

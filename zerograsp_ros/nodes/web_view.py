@@ -27,6 +27,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 
 from zerograsp_ros.errors import InputError
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 from zerograsp_ros.grasp.gripper import GRIPPER_PRESETS, gripper_preset
 from zerograsp_ros.msg import GraspArray, SceneReconstruction
 from zerograsp_ros.msg import RGBDFrame as RGBDFrameMsg
@@ -38,15 +39,36 @@ from zerograsp_ros.nodes.common import (
     PREDICT_SERVICE,
     RECONSTRUCTION_TOPIC,
     RGBD_FRAME_TOPIC,
-    declare,
+    Param,
+    declare_params,
     positive,
 )
 from zerograsp_ros.nodes.conversions import SURFACE_FIELDS, cloud_to_points, msg_to_grasps
 from zerograsp_ros.perception import scene_view
 
 _XYZ = attrgetter('x', 'y', 'z')
-TABLE_REFIT_PERIOD = 10.0   # [s] RANSAC on the visible cloud at most this often
 _TRIANGLE = attrgetter('vertex_indices')
+TABLE_REFIT_PERIOD = 10.0   # [s] RANSAC on the visible cloud at most this often
+
+PARAMETERS = (
+    Param('host', '127.0.0.1', 'Address the web view listens on (127.0.0.1 = this machine '
+          'only; 0.0.0.0 = every interface, no authentication)'),
+    Param('port', 8080, 'TCP port of the web view (0 = any free port; a busy port moves to '
+          'the next free one)', lambda v: 0 <= v <= 65535, 'an integer in [0, 65535]'),
+    Param('max_grasps', 10, 'Grasps drawn (best first)', lambda v: v >= 0,
+          'an integer >= 0'),
+    Param('score_threshold', 0.0, 'Initial score threshold: lower-scored grasps are hidden',
+          lambda v: 0.0 <= v <= 1.0, 'a number in [0, 1]'),
+    Param('mesh_opacity', 0.85, 'Opacity of the meshes', lambda v: 0.0 < v <= 1.0,
+          'a number in (0, 1]'),
+    Param('cloud_stride', 5, 'Visible cloud: every n-th pixel in each direction',
+          lambda v: v >= 1, 'an integer >= 1'),
+    Param('cloud_period', 1.0, 'Visible cloud and table: refreshed at most this often [s]',
+          positive, 'a number > 0'),
+    Param('point_size', 0.002, 'Point size [m]', positive, 'a number > 0'),
+    Param('gripper', DEFAULT_GRIPPER, 'Gripper model the grasps are drawn with',
+          lambda v: v in GRIPPER_PRESETS, f'one of {sorted(GRIPPER_PRESETS)}'),
+)
 
 
 def mesh_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
@@ -63,30 +85,15 @@ def mesh_arrays(msg) -> tuple[np.ndarray, np.ndarray]:
 class WebViewNode(Node):
     def __init__(self, **kwargs):
         super().__init__('web_view', **kwargs)
-        host = declare(self, 'host', '127.0.0.1',
-                       'Address the web view listens on (127.0.0.1 = this machine only; '
-                       '0.0.0.0 = every interface, no authentication)')
-        port = declare(self, 'port', 8080, 'TCP port of the web view (0 = any free port; '
-                       'a busy port moves to the next free one)',
-                       lambda v: 0 <= v <= 65535, 'an integer in [0, 65535]')
-        self.max_grasps = declare(self, 'max_grasps', 10, 'Grasps drawn (best first)',
-                                  lambda v: v >= 0, 'an integer >= 0')
-        self.threshold = declare(self, 'score_threshold', 0.0,
-                                 'Initial score threshold: lower-scored grasps are hidden',
-                                 lambda v: 0.0 <= v <= 1.0, 'a number in [0, 1]')
-        self.mesh_opacity = declare(self, 'mesh_opacity', 0.85, 'Opacity of the meshes',
-                                    lambda v: 0.0 < v <= 1.0, 'a number in (0, 1]')
-        self.cloud_stride = declare(self, 'cloud_stride', 5,
-                                    'Visible cloud: every n-th pixel in each direction',
-                                    lambda v: v >= 1, 'an integer >= 1')
-        self.cloud_period = declare(self, 'cloud_period', 1.0,
-                                    'Visible cloud and table: refreshed at most this often [s]',
-                                    positive, 'a number > 0')
-        self.point_size = declare(self, 'point_size', 0.002, 'Point size [m]', positive,
-                                  'a number > 0')
-        self.gripper = gripper_preset(declare(
-            self, 'gripper', 'robotiq_2f85', 'Gripper model the grasps are drawn with',
-            lambda v: v in GRIPPER_PRESETS, f'one of {sorted(GRIPPER_PRESETS)}'))
+        values = declare_params(self, PARAMETERS)
+        host, port = values['host'], values['port']
+        self.max_grasps = values['max_grasps']
+        self.threshold = values['score_threshold']
+        self.mesh_opacity = values['mesh_opacity']
+        self.cloud_stride = values['cloud_stride']
+        self.cloud_period = values['cloud_period']
+        self.point_size = values['point_size']
+        self.gripper = gripper_preset(values['gripper'])
 
         try:
             import viser
