@@ -75,8 +75,11 @@ class HeadlessBrowser:
         self.call('Emulation.setDeviceMetricsOverride', width=self.width, height=self.height,
                   deviceScaleFactor=1, mobile=False)
 
-    def call(self, method: str, timeout: float = 60.0, **params) -> dict:
-        """One CDP command; its result (events arriving meanwhile are dropped)."""
+    def call(self, method: str, timeout: float = 240.0, **params) -> dict:
+        """One CDP command; its result (events arriving meanwhile are dropped).
+
+        The long default: software WebGL took 15 s for one screenshot on 2 busy cores.
+        """
         msg_id = next(self._ids)
         self.ws.send(json.dumps({'id': msg_id, 'method': method, 'params': params}))
         deadline = time.monotonic() + timeout
