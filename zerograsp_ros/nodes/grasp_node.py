@@ -65,6 +65,7 @@ from zerograsp_ros.nodes.request_limits import (
     check_label_counts,
     check_mask_scores,
     check_max_grasps,
+    check_object_count,
     check_object_extent,
     limit_params,
     limits_from_parameters,
@@ -260,7 +261,7 @@ class GraspNode(Node):
             check_mask_scores(request.masks)
             # Decoded again under the model, but counted here too: label images with
             # thousands of ids never take a queue place from valid requests.
-            check_label_counts(masks_msg_to_labels(request.masks), self.limits)
+            check_object_count(masks_msg_to_labels(request.masks), self.limits)
 
     def _check_inputs(self, frame_msg, masks_msg) -> None:
         """The selected inputs (also the camera's latest frame) within the limits."""

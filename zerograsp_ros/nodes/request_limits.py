@@ -90,16 +90,30 @@ def check_mask_scores(masks_msg) -> None:
                          f'{[float(s) for s in scores[:8]]}')
 
 
-def check_label_counts(labels: np.ndarray, limits: RequestLimits) -> None:
-    """At most max_objects ids, each with at least min_object_pixels pixels."""
+def _object_ids(labels: np.ndarray, limits: RequestLimits):
+    """(ids, pixel counts) of a label image, refused above max_objects ids."""
     flat = labels.reshape(-1)
-    flat = flat[flat > 0]
-    if flat.size == 0:
-        return  # 'no objects' is reported by the pipeline with its own message
-    ids, counts = np.unique(flat, return_counts=True)
+    ids, counts = np.unique(flat[flat > 0], return_counts=True)
     if len(ids) > limits.max_objects:
         raise InputError(f'the label image holds {len(ids)} object ids, more than '
                          f'limits.max_objects = {limits.max_objects}')
+    return ids, counts
+
+
+def check_object_count(labels: np.ndarray, limits: RequestLimits) -> None:
+    """At most max_objects ids: the cheap bound checked before a request queues.
+
+    Pixel counts wait for the frame to be decoded, so that a request with a bad frame
+    is answered with the frame's cause first.
+    """
+    _object_ids(labels, limits)
+
+
+def check_label_counts(labels: np.ndarray, limits: RequestLimits) -> None:
+    """At most max_objects ids, each with at least min_object_pixels pixels."""
+    ids, counts = _object_ids(labels, limits)
+    if len(ids) == 0:
+        return  # 'no objects' is reported by the pipeline with its own message
     small = ids[counts < limits.min_object_pixels]
     if len(small):
         raise InputError(f'object id(s) {[int(i) for i in small[:8]]} have fewer than '
