@@ -123,3 +123,69 @@ def test_leaf_targets_cover_every_leaf_and_camera_views(box_cands):
     assert out['labelled'].all() and out['graspness'].shape == (200, 300)
     far = dl.leaf_grasp_targets(tg, leaves + 1.0, max_distance_m=0.005)
     assert not far['labelled'].any() and (far['graspness'] == 0).all()
+
+
+# digests of (name, object-frame vertices, scale) per object, recorded with the code
+# before `size_levels` existed: the benchmark's and the cell's scenes must not move
+SCENE_DIGESTS = {(11, 4, 'pile', 'test'): ('d74499efe413bd2b', 3),
+                 (3, 5, 'packed', 'train'): ('f33110925843b10e', 5),
+                 (2001, 6, 'pile', 'val'): ('a5e295a4b080207c', 5)}
+
+
+def _scene_digest(scene):
+    import hashlib
+    h = hashlib.sha256()
+    for o in scene.objects:
+        h.update(o.name.encode())
+        h.update(np.ascontiguousarray(o.mesh.vertices).tobytes())
+        h.update(np.float64(o.scale).tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize('args', sorted(SCENE_DIGESTS))
+def test_benchmark_scenes_unchanged_by_size_levels_option(args):
+    from zerograsp_ros.sim import scene as scn
+    default = scn.generate_scene(*args)
+    assert (_scene_digest(default), len(default.objects)) == SCENE_DIGESTS[args]
+    explicit = scn.generate_scene(*args, size_levels=None)
+    assert _scene_digest(explicit) == SCENE_DIGESTS[args][0]
+    for a, b in zip(default.objects, explicit.objects):
+        np.testing.assert_array_equal(a.pose, b.pose)
+
+
+def test_size_levels_make_meshes_repeat():
+    from zerograsp_ros.sim import scene as scn
+    for name, levels, most in (('box', 2, 8), ('cylinder', 3, 9), ('urdf_001', 2, 2)):
+        seen = set()
+        for seed in range(24):
+            parts, _ = scn._make_object_parts(name, np.random.default_rng(seed), levels)
+            seen.add(np.concatenate([p.vertices for p in parts]).round(12).tobytes())
+        assert 1 < len(seen) <= most, (name, len(seen))
+    with pytest.raises(Exception, match='size_levels'):
+        scn.generate_scene(1, 2, 'pile', 'train', size_levels=0)
+
+
+def test_generate_dense_switch_adds_targets_and_keeps_sparse_labels(tmp_path):
+    from zerograsp_ros.data.dataset import ShardDataset
+    from zerograsp_ros.data.generate import generate_split, main
+    tiny = dl.DenseLabelConfig(points=16, contact_points=800, view_stride=20, angle_stride=4)
+    cache = tmp_path / 'cache'
+    manifest = generate_split(tmp_path / 'data', 'train', 1, seed=3, progress=False,
+                              num_objects=2, dense=tiny, size_levels=3, dense_cache=cache)
+    assert manifest['size_levels'] == 3 and manifest['dense_label_config']['points'] == 16
+    data = ShardDataset(tmp_path / 'data' / 'train')     # the existing reader
+    rec = data.record(0).arrays
+    assert int(rec['dense_num_views']) == 300
+    assert len(list(cache.glob('*.npz'))) >= 1
+    visible = [k[:-len('grasp_valid')] for k in rec if k.endswith('grasp_valid')]
+    assert visible and data.record(0).labelled_ids()
+    for k in visible:
+        assert rec[k + 'dense_points'].shape == (16, 3)
+        g = rec[k + 'dense_graspness']
+        assert g.shape == (16, 300) and 0.0 <= g.min() and g.max() <= 1.0
+        assert rec[k + 'dense_angle_bin'].shape == g.shape
+        assert k + 'grasp_points' in rec and k + 'surface_points' in rec   # sparse stays
+    assert data[0].targets      # old readers still build samples from the shard
+    with pytest.raises(SystemExit):
+        main(['--out', str(tmp_path), '--split', 'train', '--scenes', '1',
+              '--dense-points', 'many'])

@@ -16,6 +16,12 @@ rendering with dex depth noise and edge dropout). Per scene:
     sampled surface points (see `labels.py` for the candidate set and judge).
     Meshes of every object (world frame) are stored too, so evaluation can
     judge predicted grasps with the same check.
+  * opt-in `--dense-labels` (see `dense_labels.py`): per visible object, dense
+    targets over GraspNet's 300 camera views at `DenseLabelConfig.points` surface
+    points: `dense_points`, `dense_graspness`, `dense_angle_bin`, `dense_depth_bin`,
+    `dense_width`, `dense_quality` (the sparse labels stay). Object sizes are then
+    quantised to `--size-levels` (default 3) so meshes repeat and the per-mesh label
+    cache is reused; without the switch scenes are drawn as before.
 
 Storage: `<out>/<split>/shard_00000.npz` (np.savez_compressed), a fixed number
 of scenes per shard, schema version in every shard and in `manifest.json`.
@@ -44,6 +50,7 @@ import time
 
 import numpy as np
 
+from zerograsp_ros.data.dense_labels import DenseLabelConfig, scene_dense_targets
 from zerograsp_ros.data.labels import (
     LabelConfig,
     ObjectShape,
@@ -53,7 +60,8 @@ from zerograsp_ros.data.labels import (
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics, transform_points
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1   # dense labels only add keys: old readers still read the shards
+DEFAULT_DENSE_SIZE_LEVELS = 3
 SPLITS = ('train', 'val', 'test')
 MIN_VISIBLE_PIXELS = 50
 PACKED_FRACTION = 0.35
@@ -71,15 +79,22 @@ def scene_seed(seed: int, split: str, index: int) -> int:
 
 
 def generate_scene_record(seed: int, split: str, config: LabelConfig | None = None,
-                          num_objects: int | None = None) -> dict[str, np.ndarray]:
-    """Generate and label one scene; returns flat arrays (see `dataset.py` for the keys)."""
+                          num_objects: int | None = None,
+                          dense: DenseLabelConfig | None = None, size_levels: int | None = None,
+                          dense_cache: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Generate and label one scene; returns flat arrays (see `dataset.py` for the keys).
+
+    dense: also write dense targets (module doc), with the per-mesh stage cached in
+    dense_cache (default `dense_labels.default_cache_dir()`). size_levels quantises
+    object sizes (`sim.scene.generate_scene`); None keeps them continuous.
+    """
     from zerograsp_ros.sim.scene import generate_scene, render_rgbd, sample_camera_pose
 
     config = config or LabelConfig()
     rng = np.random.default_rng(seed)
     n_obj = int(num_objects or rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1))
     layout = 'packed' if rng.random() < PACKED_FRACTION else 'pile'
-    scene = generate_scene(seed, n_obj, layout, split)
+    scene = generate_scene(seed, n_obj, layout, split, size_levels=size_levels)
     look_at = (rng.uniform(-LOOK_AT_JITTER_M, LOOK_AT_JITTER_M),
                rng.uniform(-LOOK_AT_JITTER_M, LOOK_AT_JITTER_M), rng.uniform(0.0, 0.04))
     T_wc = sample_camera_pose(rng, CAMERA_DISTANCE_M, CAMERA_ELEVATION_DEG, look_at)
@@ -109,6 +124,13 @@ def generate_scene_record(seed: int, split: str, config: LabelConfig | None = No
         'object_names': np.array([o.name for o in scene.objects]),
         'object_pixels': pixels,
     }
+    dense_targets = None
+    if dense is not None:
+        dense_targets, _ = scene_dense_targets([(o.mesh, o.parts) for o in scene.objects],
+                                               [o.pose for o in scene.objects], T_cw, dense,
+                                               dense_cache, table_z=0.0)
+        rec['dense_num_views'] = np.array(dense_targets[0].graspness.shape[1]
+                                          if dense_targets else 0)
     for j, (obj, shape) in enumerate(zip(scene.objects, shapes)):
         k = f'obj{obj.object_id}_'
         rec[k + 'mesh_vertices'] = np.asarray(shape.mesh.vertices, dtype=np.float32)  # world
@@ -135,6 +157,14 @@ def generate_scene_record(seed: int, split: str, config: LabelConfig | None = No
         rec[k + 'grasp_width'] = g.width
         rec[k + 'grasp_depth'] = g.depth
         rec[k + 'grasp_valid'] = g.valid
+        if dense_targets is not None:
+            d = dense_targets[j]
+            rec[k + 'dense_points'] = d.points
+            rec[k + 'dense_graspness'] = d.graspness.astype(np.float16)
+            rec[k + 'dense_angle_bin'] = d.angle_bin
+            rec[k + 'dense_depth_bin'] = d.depth_bin
+            rec[k + 'dense_width'] = d.width.astype(np.float16)
+            rec[k + 'dense_quality'] = d.quality.astype(np.float16)
     return rec
 
 
@@ -159,12 +189,12 @@ def shard_is_complete(path: Path, expected_scenes: int) -> bool:
 
 
 def _write_shard(job) -> tuple[int, int, float]:
-    out, split, seed, shard, first, count, config, num_objects = job
+    out, split, seed, shard, first, count, config, num_objects, dense = job
     t0 = time.perf_counter()
     arrays = {'schema_version': np.array(SCHEMA_VERSION), 'num_scenes': np.array(count)}
     for s in range(count):
         rec = generate_scene_record(scene_seed(seed, split, first + s), split, config,
-                                    num_objects)
+                                    num_objects, **dense)
         arrays.update({f's{s}_{k}': v for k, v in rec.items()})
     path = shard_path(out, split, shard)
     tmp = path.with_name(path.stem + f'.tmp{os.getpid()}.npz')
@@ -176,11 +206,14 @@ def _write_shard(job) -> tuple[int, int, float]:
 def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers: int = 1,
                    scenes_per_shard: int = 4, config: LabelConfig | None = None,
                    progress: bool = True, command: str | None = None,
-                   num_objects: int | None = None, part: int = 0, parts: int = 1) -> dict:
+                   num_objects: int | None = None, part: int = 0, parts: int = 1,
+                   dense: DenseLabelConfig | None = None, size_levels: int | None = None,
+                   dense_cache: str | Path | None = None) -> dict:
     """Generate (or finish) `scenes` scenes of a split; returns the manifest.
 
     num_objects fixes the object count (default: drawn from OBJECTS_PER_SCENE).
     part/parts: this process writes only the shards with number % parts == part.
+    dense / size_levels / dense_cache: see `generate_scene_record`.
     """
     from tqdm import tqdm
 
@@ -199,7 +232,9 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         if shard_is_complete(shard_path(out, split, shard), count):
             done.append(shard)
         else:
-            jobs.append((out, split, seed, shard, first, count, config, num_objects))
+            jobs.append((out, split, seed, shard, first, count, config, num_objects,
+                         {'dense': dense, 'size_levels': size_levels,
+                          'dense_cache': None if dense_cache is None else str(dense_cache)}))
     t0 = time.perf_counter()
     mine = sum(min(scenes_per_shard, scenes - s * scenes_per_shard)
                for s in range(part, n_shards, parts))
@@ -222,6 +257,8 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         'scenes_per_shard': scenes_per_shard,
         'shards': [shard_path(out, split, s).name for s in range(n_shards)],
         'label_config': _jsonable(asdict(config)),
+        'dense_label_config': None if dense is None else _jsonable(asdict(dense)),
+        'size_levels': size_levels,
         'generator': {'objects_per_scene': num_objects or OBJECTS_PER_SCENE,
                       'packed_fraction': PACKED_FRACTION,
                       'camera_distance_m': CAMERA_DISTANCE_M,
@@ -265,13 +302,28 @@ def main(argv=None) -> None:
     ap.add_argument('--part', type=int, default=0,
                     help='this machine writes shards number %% parts == part')
     ap.add_argument('--parts', type=int, default=1, help='machines sharing the split')
+    ap.add_argument('--dense-labels', action='store_true',
+                    help='also write dense targets (data/dense_labels.py); quantises sizes')
+    ap.add_argument('--dense-points', type=int, default=DenseLabelConfig.points,
+                    help='labelled surface points per object for --dense-labels')
+    ap.add_argument('--dense-cache', default=None,
+                    help='per-mesh dense label cache (default ~/.cache/zerograsp_ros/'
+                         'dense_labels or $ZEROGRASP_DENSE_LABEL_CACHE)')
+    ap.add_argument('--size-levels', type=int, default=None,
+                    help='quantise object sizes to this many levels (default: '
+                         f'{DEFAULT_DENSE_SIZE_LEVELS} with --dense-labels, else continuous)')
     args = ap.parse_args(argv)
     config = LabelConfig(grasp_points=args.grasp_points)
+    dense = DenseLabelConfig(points=args.dense_points) if args.dense_labels else None
+    size_levels = args.size_levels
+    if size_levels is None and dense is not None:
+        size_levels = DEFAULT_DENSE_SIZE_LEVELS
     cmd = 'python -m zerograsp_ros.data.generate ' + ' '.join(sys.argv[1:] if argv is None
                                                             else argv)
     m = generate_split(args.out, args.split, args.scenes, args.seed, args.workers,
                        args.scenes_per_shard, config, command=cmd, num_objects=args.objects,
-                       part=args.part, parts=args.parts)
+                       part=args.part, parts=args.parts, dense=dense,
+                       size_levels=size_levels, dense_cache=args.dense_cache)
     print(f"{args.split}: {m['scenes']} scenes in {len(m['shards'])} shards at "
           f"{Path(args.out) / args.split} ({m['seconds_this_run']} s this run)")
 

@@ -158,33 +158,55 @@ def _hull(vertices: np.ndarray) -> trimesh.Trimesh:
     return trimesh.convex.convex_hull(vertices)
 
 
-def _make_object_parts(name: str, rng: np.random.Generator) -> tuple[list, float]:
-    """Convex parts in metres for one object (random size), and the scale used."""
+def _make_object_parts(name: str, rng: np.random.Generator,
+                       size_levels: int | None = None) -> tuple[list, float]:
+    """Convex parts in metres for one object (random size), and the scale used.
+
+    size_levels=None draws sizes continuously (the benchmark's scenes). A count snaps
+    every drawn size to that many evenly spaced levels of its range, after the same
+    draws, so the random stream and everything else in the scene stay the same while
+    each object mesh repeats across scenes (the data generator's per-mesh label cache).
+    """
+    def draw(low, high):
+        return _snap(rng.uniform(low, high), low, high, size_levels)
+
     if name == 'box':
-        return [trimesh.creation.box(rng.uniform([0.03, 0.03, 0.03], [0.07, 0.09, 0.10]))], 1.0
+        return [trimesh.creation.box(draw([0.03, 0.03, 0.03], [0.07, 0.09, 0.10]))], 1.0
     if name == 'wide_box':
-        return [trimesh.creation.box([rng.uniform(0.10, 0.14), rng.uniform(0.06, 0.08),
-                                      rng.uniform(0.04, 0.07)])], 1.0
+        return [trimesh.creation.box([draw(0.10, 0.14), draw(0.06, 0.08),
+                                      draw(0.04, 0.07)])], 1.0
     if name == 'plate':
-        return [trimesh.creation.cylinder(radius=rng.uniform(0.05, 0.075),
-                                          height=rng.uniform(0.012, 0.025), sections=32)], 1.0
+        return [trimesh.creation.cylinder(radius=draw(0.05, 0.075),
+                                          height=draw(0.012, 0.025), sections=32)], 1.0
     if name == 'cylinder':
-        return [trimesh.creation.cylinder(radius=rng.uniform(0.02, 0.04),
-                                          height=rng.uniform(0.05, 0.14), sections=24)], 1.0
+        return [trimesh.creation.cylinder(radius=draw(0.02, 0.04),
+                                          height=draw(0.05, 0.14), sections=24)], 1.0
     if name == 'sphere':
-        return [trimesh.creation.icosphere(subdivisions=2, radius=rng.uniform(0.025, 0.04))], 1.0
+        return [trimesh.creation.icosphere(subdivisions=2, radius=draw(0.025, 0.04))], 1.0
     verts, default_scale = _source_parts(name)
     extent = np.ptp(np.concatenate(verts), axis=0)
     if np.isfinite(default_scale):
-        scale = default_scale * rng.uniform(1.0, 1.2)
+        scale = default_scale * draw(1.0, 1.2)
     else:
-        scale = rng.uniform(0.08, 0.13) / extent.max()
+        scale = draw(0.08, 0.13) / extent.max()
     scale = min(scale, 0.15 / extent.max())   # sizes stay within 2-15 cm
     return [_hull(v * scale) for v in verts], float(scale)
 
 
-def _build_object(object_id: int, name: str, rng: np.random.Generator) -> SceneObject:
-    parts, scale = _make_object_parts(name, rng)
+def _snap(value, low, high, levels: int | None):
+    """value unchanged (levels None), else the nearest of `levels` evenly spaced levels."""
+    if levels is None:
+        return value
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    if levels == 1:
+        return (low + high) / 2.0
+    step = (high - low) / (levels - 1)
+    return low + np.round((np.asarray(value) - low) / step) * step
+
+
+def _build_object(object_id: int, name: str, rng: np.random.Generator,
+                  size_levels: int | None = None) -> SceneObject:
+    parts, scale = _make_object_parts(name, rng, size_levels)
     # Recentre on the bounding-box centre: pybullet puts the centre of mass at the link origin.
     all_v = np.concatenate([p.vertices for p in parts])
     centre = (all_v.min(0) + all_v.max(0)) / 2
@@ -364,8 +386,12 @@ def _place_packed(client: int, objects: list[SceneObject], rng: np.random.Genera
 
 
 def generate_scene(seed: int, num_objects: int, layout: str = 'pile',
-                   split: str = 'train') -> Scene:
-    """A settled random scene, identical for identical arguments."""
+                   split: str = 'train', size_levels: int | None = None) -> Scene:
+    """A settled random scene, identical for identical arguments.
+
+    size_levels (data generation only) quantises object sizes so meshes repeat across
+    scenes (see `_make_object_parts`); None, the default, is the benchmark's scenes.
+    """
     import pybullet as p
     if layout not in ('pile', 'packed'):
         raise InputError(f"unknown scene layout '{layout}': expected 'pile' or 'packed'")
@@ -377,7 +403,9 @@ def generate_scene(seed: int, num_objects: int, layout: str = 'pile',
     meshes = [n for n in names if n not in PRIMITIVES]
     chosen = [str(rng.choice(meshes)) if rng.random() < 0.7 else str(rng.choice(PRIMITIVES))
               for _ in range(int(num_objects))]
-    objects = [_build_object(i + 1, n, rng) for i, n in enumerate(chosen)]
+    if size_levels is not None and not 1 <= int(size_levels) <= 1000:
+        raise InputError(f'size_levels must be None or in 1..1000, got {size_levels}')
+    objects = [_build_object(i + 1, n, rng, size_levels) for i, n in enumerate(chosen)]
     for o in objects:
         o.urdf_path = write_object_urdf(o)
     client = new_physics_client()
