@@ -9,6 +9,7 @@ after its own single validation. The decisions are defined in the `refinement` m
 from __future__ import annotations
 
 from dataclasses import dataclass
+import hashlib
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -19,6 +20,7 @@ from zerograsp_ros.geometry.camera import project
 from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
 from zerograsp_ros.grasp.kernels import (
     GraspBatch,
+    PointGrid,
     contacts,
     count_body_and_inner,
     finger_and_body_table_distance,
@@ -32,11 +34,13 @@ from zerograsp_ros.grasp.representation import (
 
 __all__ = ['RefinementConfig', 'antipodal_quality', 'as_normals', 'as_plane', 'as_points',
            'check_collisions', 'checked_model_and_config', 'collision_masks',
-           'contact_quality', 'contact_refinement', 'grasp_nms', 'invalid_grasp_mask',
-           'paper_refinement_config', 'refined_width_depth', 'resolve_device',
+           'contact_quality', 'contact_refinement', 'forget_point_grids', 'grasp_nms',
+           'invalid_grasp_mask',
+           'paper_refinement_config', 'point_grid', 'refined_width_depth', 'resolve_device',
            'seen_free_points', 'voxel_downsample']
 
 ROTATION_TOLERANCE = 1e-3
+_GRIDS: dict[tuple[str, float], tuple[bytes, PointGrid]] = {}   # see point_grid
 
 
 @dataclass
@@ -195,6 +199,32 @@ def as_normals(normals, points: np.ndarray) -> np.ndarray:
     return normals
 
 
+def point_grid(points: np.ndarray, cell: float, device: torch.device,
+               normals: np.ndarray | None = None) -> PointGrid:
+    """The `PointGrid` of checked (N, 3) float32 points (and normals) on `device`.
+
+    The last grid per (device, cell) is kept and reused while the same cloud comes back
+    (same bytes, by digest): callers check one cloud many times (per depth bin, per
+    planned pose), and sorting it is a fixed cost of every call.
+    """
+    digest = hashlib.blake2b(points.tobytes(), digest_size=16)
+    if normals is not None:
+        digest.update(normals.tobytes())
+    key = (str(device), float(cell))
+    cached = _GRIDS.get(key)
+    if cached is not None and cached[0] == digest.digest():
+        return cached[1]
+    grid = PointGrid(torch.as_tensor(points, device=device), cell,
+                     None if normals is None else torch.as_tensor(normals, device=device))
+    _GRIDS[key] = (digest.digest(), grid)
+    return grid
+
+
+def forget_point_grids() -> None:
+    """Drop the grids `point_grid` keeps (e.g. to time a cold call)."""
+    _GRIDS.clear()
+
+
 def voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
     """Centroid of the points in each occupied voxel (open3d's rule), (K, 3) float32."""
     points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
@@ -237,18 +267,19 @@ def check_collisions(grasps: GraspSet, obstacle_points: np.ndarray,
     if len(grasps) == 0:
         return {'collision': np.zeros(0, bool), 'empty': np.zeros(0, bool),
                 'body_points': np.zeros(0, np.int64), 'inner_points': np.zeros(0, np.int64)}
-    points = torch.as_tensor(voxel_downsample(points, config.collision_voxel), device=dev)
-    return collision_masks(grasps, points, gripper, config, plane, dev)
+    points = voxel_downsample(points, config.collision_voxel)
+    grid = point_grid(points, GraspBatch.cell_for(gripper), dev)
+    return collision_masks(grasps, grid, gripper, config, plane, dev)
 
 
-def collision_masks(grasps: GraspSet, points: torch.Tensor, gripper: GripperModel,
+def collision_masks(grasps: GraspSet, grid: PointGrid, gripper: GripperModel,
                     config: RefinementConfig, plane,
                     device: torch.device) -> dict[str, np.ndarray]:
-    """`check_collisions` on checked input: valid grasps, a downsampled cloud on `device`."""
+    """`check_collisions` on checked input: valid grasps, the downsampled cloud's grid."""
     batch = GraspBatch(grasps, gripper, device)
     widths = torch.as_tensor(grasps.widths, device=device)
     depths = torch.as_tensor(grasps.depths, device=device)
-    body, inner = count_body_and_inner(batch, points, widths, depths, config.chunk_size)
+    body, inner = count_body_and_inner(batch, grid, widths, depths, config.chunk_size)
     collision = body > int(config.collision_tolerance_points)
     if plane is not None:
         fingers, back = finger_and_body_table_distance(batch.R, batch.t, widths, depths,
@@ -269,17 +300,17 @@ def contact_refinement(grasps: GraspSet, object_points: np.ndarray,
     dev = resolve_device(device)
     if len(grasps) == 0:
         return grasps.widths.copy(), grasps.depths.copy(), np.zeros(0, bool)
-    return refined_width_depth(grasps, torch.as_tensor(points, device=dev), gripper, config,
-                               dev)
+    grid = point_grid(points, GraspBatch.cell_for(gripper, closing_only=True), dev)
+    return refined_width_depth(grasps, grid, gripper, config, dev)
 
 
-def refined_width_depth(grasps: GraspSet, points: torch.Tensor, gripper: GripperModel,
+def refined_width_depth(grasps: GraspSet, grid: PointGrid, gripper: GripperModel,
                         config: RefinementConfig, device: torch.device):
-    """`contact_refinement` on checked input (object points on `device`)."""
+    """`contact_refinement` on checked input (the object points' grid)."""
     batch = GraspBatch(grasps, gripper, device)
     widths = torch.as_tensor(grasps.widths, device=device)
     depths = torch.as_tensor(grasps.depths, device=device)
-    gap_l, gap_r, z_l, z_r = contacts(batch, points, widths, depths,
+    gap_l, gap_r, z_l, z_r = contacts(batch, grid, widths, depths,
                                       float(config.contact_tolerance), config.chunk_size)
     found = torch.isfinite(gap_l) & torch.isfinite(gap_r)
     dw = torch.minimum(gap_l, gap_r)
@@ -305,18 +336,18 @@ def contact_quality(grasps: GraspSet, object_points: np.ndarray, object_normals:
     dev = resolve_device(device)
     if len(grasps) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.float64)
-    return antipodal_quality(grasps, torch.as_tensor(points, device=dev),
-                             torch.as_tensor(normals, device=dev), gripper, config, dev)
+    grid = point_grid(points, GraspBatch.cell_for(gripper, closing_only=True), dev, normals)
+    return antipodal_quality(grasps, grid, gripper, config, dev)
 
 
-def antipodal_quality(grasps: GraspSet, points: torch.Tensor, normals: torch.Tensor,
-                      gripper: GripperModel, config: RefinementConfig, device: torch.device):
-    """`contact_quality` on checked input (points and unit normals on `device`)."""
+def antipodal_quality(grasps: GraspSet, grid: PointGrid, gripper: GripperModel,
+                      config: RefinementConfig, device: torch.device):
+    """`contact_quality` on checked input (the object points' grid with unit normals)."""
     batch = GraspBatch(grasps, gripper, device)
-    *_, cos_l, cos_r = contacts(batch, points, torch.as_tensor(grasps.widths, device=device),
+    *_, cos_l, cos_r = contacts(batch, grid, torch.as_tensor(grasps.widths, device=device),
                                 torch.as_tensor(grasps.depths, device=device),
                                 float(config.contact_tolerance), config.chunk_size,
-                                normals=normals)
+                                with_normals=True)
     cosine = torch.minimum(cos_l, cos_r).cpu().numpy().astype(np.float32)
     return cosine, mu_from_antipodal_cosine(cosine)
 

@@ -13,84 +13,253 @@ import torch
 from zerograsp_ros.grasp.gripper import GripperModel
 from zerograsp_ros.grasp.representation import GraspSet
 
-__all__ = ['GraspBatch', 'box_corners', 'contacts', 'count_body_and_inner',
-           'finger_and_body_table_distance', 'morton_codes', 'table_signed_corners']
+__all__ = ['GraspBatch', 'PointGrid', 'box_corners', 'contacts', 'count_body_and_inner',
+           'finger_and_body_table_distance', 'table_signed_corners']
 
-# Small spatially sorted chunks cull most points per chunk (CPU: 32 measured best of
-# 8-64); a GPU prefers fewer, larger launches.
-MAX_GRASPS_PER_CHUNK = {'cpu': 32, 'cuda': 512}
+# Most uniform-grid cells a point cloud is sorted into (the cell grows past this).
+MAX_GRID_CELLS = 1 << 21
+# Grid cells are this many times finer along z than along x and y.
+Z_CELLS_PER_CELL = 4
+# Slack added to every culling interval, so that rounding never drops a point.
+CULL_SLACK = 1e-5
+# A block of grasps pads every row to its longest. Blocks are cut where the row length
+# drops by BAND_RATIO if that saves more padded pairs than a block costs in calls (CPU
+# time of one block's calls, measured, in padded pairs).
+BAND_RATIO = 0.75
+BLOCK_COST_PAIRS = 20000
+
+
+class PointGrid:
+    """Points (and their normals) sorted into a uniform grid of cubic `cell`-sized voxels.
+
+    A grasp's candidate points are then a few contiguous runs of the sorted points (one
+    per cell column its box crosses) instead of a pass over the whole cloud. Row `size`
+    of `points` is a NaN sentinel used for padding: it fails every comparison.
+    """
+
+    def __init__(self, points: torch.Tensor, cell: float, normals: torch.Tensor | None = None):
+        self.device = points.device
+        self.size = len(points)
+        sentinel = torch.full((1, 3), float('nan'), dtype=points.dtype, device=self.device)
+        if self.size == 0:
+            self.points = sentinel
+            self.planar = sentinel.T.contiguous()
+            self.normals = torch.zeros((1, 3), device=self.device) if normals is not None \
+                else None
+            return
+        lo, hi = points.amin(0), points.amax(0)
+        span = (hi - lo).double().clamp(min=1e-6)
+        # z cells are finer: a column's run then follows a tilted slab more tightly
+        shape = torch.tensor([1.0, 1.0, 1.0 / Z_CELLS_PER_CELL], dtype=torch.float64,
+                             device=self.device)
+        cell = max(float(cell), float((span.prod() / shape.prod() / MAX_GRID_CELLS)
+                                      ** (1.0 / 3.0)) * 1.01)
+        dims = (span / (cell * shape)).floor().long() + 1
+        while int(dims.prod()) > MAX_GRID_CELLS:   # rounding up can still overflow
+            cell *= 1.1
+            dims = (span / (cell * shape)).floor().long() + 1
+        sizes = (cell * shape).to(points.dtype)
+        ijk = torch.minimum(((points - lo) / sizes).floor().long(), dims - 1)
+        key = (ijk[:, 0] * dims[1] + ijk[:, 1]) * dims[2] + ijk[:, 2]
+        key, order = key.sort(stable=True)
+        self.points = torch.cat([points[order], sentinel])
+        self.planar = self.points.T.contiguous()     # x, y, z rows for torch.take
+        self.normals = None if normals is None else torch.cat(
+            [normals[order], torch.zeros((1, 3), dtype=normals.dtype, device=self.device)])
+        self.lo, self.cell, self.cell_z, self.dims = lo, cell, cell / Z_CELLS_PER_CELL, dims
+        self.starts = torch.zeros(int(dims.prod()) + 1, dtype=torch.int64, device=self.device)
+        self.starts[1:] = torch.bincount(key, minlength=int(dims.prod())).cumsum(0)
+
+    def runs(self, centre: torch.Tensor, axes: torch.Tensor, half: torch.Tensor):
+        """Runs of sorted points that may lie in each oriented box, (box, start, length).
+
+        Boxes: centre (n, 3), axes (n, 3, 3) as columns, half-extents (n, 3), all world
+        frame. Every (x, y) cell column under a box's bounding box gets the z cells where
+        some point of the column's footprint satisfies all three slab conditions
+        |axis_i . (p - centre)| <= half_i, a superset of the box; runs come in box order.
+        """
+        dev = self.device
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        if self.size == 0 or len(centre) == 0:
+            return empty, empty, empty
+        cell, cell_z = self.cell, self.cell_z
+        sizes = torch.tensor([cell, cell, cell_z], dtype=centre.dtype, device=dev)
+        lo = self.lo.to(centre.dtype)
+        h = half + CULL_SLACK
+        reach = (axes.abs() * h[:, None, :]).sum(2)          # bounding-box half extents
+        top = self.dims - 1
+        i0 = ((centre - reach - lo) / sizes).floor().long()
+        i1 = ((centre + reach - lo) / sizes).floor().long()
+        outside = ((i1 < 0) | (i0 > top)).any(1)
+        i0, i1 = torch.maximum(i0, torch.zeros_like(i0)), torch.minimum(i1, top)
+        nx, ny = i1[:, 0] - i0[:, 0] + 1, i1[:, 1] - i0[:, 1] + 1
+        keep = ~outside
+        if not keep.any():
+            return empty, empty, empty
+        # every grasp gets the same window of columns (the widest); extra ones are masked
+        wx, wy = int(nx[keep].max()), int(ny[keep].max())
+        ox = torch.arange(wx, device=dev, dtype=centre.dtype)[None, :, None]
+        oy = torch.arange(wy, device=dev, dtype=centre.dtype)[None, None, :]
+        # per axis i, in z-cell units: the slab's z interval over a column is
+        # centre_z - (base_i + sx_i * ox + sy_i * oy) / a_iz -+ width_i / |a_iz|
+        a_x, a_y, a_z = axes[:, 0, :], axes[:, 1, :], axes[:, 2, :]         # (n, 3 axes)
+        first = lo[None, :2] + (i0[:, :2].to(centre.dtype) + 0.5) * cell - centre[:, :2]
+        base = a_x * first[:, 0:1] + a_y * first[:, 1:2]
+        width = h + (a_x.abs() + a_y.abs()) * (cell / 2)
+        flat = a_z.abs() < 1e-6
+        inv = torch.where(flat, torch.zeros_like(a_z), 1.0 / (torch.where(
+            flat, torch.ones_like(a_z), a_z) * cell_z))
+        k_centre = (centre[:, 2:3] - lo[2]) / cell_z - base * inv            # (n, 3)
+        k_half = width * inv.abs()
+        step_x, step_y = a_x * cell * inv, a_y * cell * inv
+        z_lo = torch.full((len(centre), wx, wy), -float('inf'), device=dev, dtype=centre.dtype)
+        z_hi = torch.full_like(z_lo, float('inf'))
+        missed = torch.zeros(z_lo.shape, dtype=torch.bool, device=dev)
+        for i in range(3):
+            if bool(flat[:, i].all()):
+                mid = None
+            else:
+                mid = k_centre[:, i, None, None] - step_x[:, i, None, None] * ox \
+                    - step_y[:, i, None, None] * oy
+                lo_i, hi_i = mid - k_half[:, i, None, None], mid + k_half[:, i, None, None]
+                f = flat[:, i, None, None]
+                z_lo = torch.where(f, z_lo, torch.maximum(z_lo, lo_i))
+                z_hi = torch.where(f, z_hi, torch.minimum(z_hi, hi_i))
+            if bool(flat[:, i].any()):
+                # a slab parallel to z: the column's footprint must reach it
+                offset = base[:, i, None, None] + a_x[:, i, None, None] * cell * ox \
+                    + a_y[:, i, None, None] * cell * oy
+                missed |= flat[:, i, None, None] & (offset.abs() > width[:, i, None, None])
+        k0 = torch.maximum(z_lo.clamp(-1, float(top[2]) + 1).floor().long(),
+                           i0[:, 2, None, None])
+        k1 = torch.minimum(z_hi.clamp(-1, float(top[2]) + 1).floor().long(),
+                           i1[:, 2, None, None])
+        valid = (keep[:, None, None] & (ox < nx[:, None, None]) & (oy < ny[:, None, None])
+                 & (k0 <= k1) & ~missed)
+        box, cx, cy = valid.nonzero(as_tuple=True)
+        column = ((i0[box, 0] + cx) * self.dims[1] + i0[box, 1] + cy) * self.dims[2]
+        start = self.starts[column + k0[box, cx, cy]]
+        length = self.starts[column + k1[box, cx, cy] + 1] - start
+        keep = length > 0
+        return box[keep], start[keep], length[keep]
+
+
+def _blocks_of_rows(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Split rows sorted by descending length into [i, j) blocks padded to row i's length.
+
+    Minimises padded pairs plus BLOCK_COST_PAIRS per block over cuts where the length drops
+    by BAND_RATIO (a small dynamic programme), then splits blocks over `budget` pairs.
+    """
+    n = len(counts)
+    if n == 0:
+        return []
+    cuts, level = [0], float(counts[0])
+    while level >= 1.0:
+        level *= BAND_RATIO
+        k = int(np.searchsorted(-counts, -level, side='right'))
+        if cuts[-1] < k < n:
+            cuts.append(k)
+    cuts.append(n)
+    best, back = [0.0] + [np.inf] * (len(cuts) - 1), [0] * len(cuts)
+    for b in range(1, len(cuts)):
+        for a in range(b):
+            cost = best[a] + BLOCK_COST_PAIRS + (cuts[b] - cuts[a]) * float(counts[cuts[a]])
+            if cost < best[b]:
+                best[b], back[b] = cost, a
+    bounds, b = [], len(cuts) - 1
+    while b > 0:
+        bounds.append((cuts[back[b]], cuts[b]))
+        b = back[b]
+    blocks = []
+    for i, j in reversed(bounds):
+        rows = max(1, budget // max(1, int(counts[i])))
+        blocks.extend((k, min(j, k + rows)) for k in range(i, j, rows))
+    return blocks
 
 
 class GraspBatch:
-    """Grasp poses on a torch device and the gripper-frame scan over point chunks."""
+    """Grasp poses on a torch device and the gripper-frame transform of nearby points."""
 
     def __init__(self, grasps: GraspSet, gripper: GripperModel, device: torch.device):
         self.gripper = gripper
         self.device = device
         self.R = torch.as_tensor(grasps.rotations, device=device)
         self.t = torch.as_tensor(grasps.translations, device=device)
-        # Sorting grasps along a Morton curve keeps each chunk's bounding box (and so the
-        # set of points it has to test) close to a single gripper's.
-        centre = grasps.translations + grasps.rotations[:, :, 0] * (
-            grasps.depths - gripper.length_behind_tip / 2)[:, None]
-        self.order = np.argsort(morton_codes(centre, 0.01), kind='stable')
+        self.offset = torch.einsum('nj,njk->nk', self.t, self.R)   # R^T t per grasp
 
-    def scan(self, points: torch.Tensor, widths: torch.Tensor, depths: torch.Tensor,
-             chunk_size: int, closing_only: bool = False):
-        """Yield (grasp index tensor, point index tensor, q_x, q_y, q_z as (m, n)) per chunk.
+    @staticmethod
+    def cell_for(g: GripperModel, closing_only: bool = False) -> float:
+        """A grid cell giving about ten cells across one grasp's box (5 mm .. 3 cm)."""
+        if closing_only:
+            extent = max(g.finger_length, g.max_stroke)
+        else:
+            extent = max(g.length_behind_tip, 2 * float(g.half_extent_y(g.max_stroke)))
+        return min(0.03, max(0.005, extent / 10))
 
-        Only the m points inside the chunk's world-frame bounding box of the gripper body
-        (with `closing_only`, of the closing region between the fingers) are passed on
-        (their indices into `points`); the others cannot touch any of the chunk's boxes.
+    def blocks(self, grid: PointGrid, widths: torch.Tensor, depths: torch.Tensor,
+               chunk_size: int, closing_only: bool = False):
+        """Yield (grasp index (b,), sorted point index (b, m), q_x, q_y, q_z (b, m)) blocks.
+
+        Row j holds grasp[j]'s candidate points (`PointGrid.runs` of its box around the
+        gripper body; with `closing_only`, around the closing region between the fingers),
+        padded with the NaN sentinel; no other point can touch the grasp's boxes. Every
+        grasp is in one block; a block holds about `chunk_size` (grasp, point) pairs.
         """
         g = self.gripper
-        n_total = len(self.order)
-        if n_total == 0 or len(points) == 0:
+        n = len(widths)
+        if n == 0 or grid.size == 0:
             return
-        per_chunk = min(MAX_GRASPS_PER_CHUNK.get(self.device.type, 32),
-                        max(1, int(chunk_size) // max(1, len(points))))
-        order = torch.as_tensor(self.order, device=self.device)
-        # World bounding boxes of every chunk in one batched op (small per-chunk reductions
-        # are dominated by call overhead).
-        n_chunks = -(-n_total // per_chunk)
-        padded = torch.cat([order, order[-1:].expand(n_chunks * per_chunk - n_total)])
-        R_all, d_all = self.R[padded], depths[padded]
         if closing_only:
-            corners = box_corners(d_all - g.finger_length, d_all, widths[padded] / 2,
-                                   g.finger_width / 2)
+            x_lo, y_half, z_half = depths - g.finger_length, widths / 2, g.finger_width / 2
         else:
-            corners = box_corners(d_all - g.length_behind_tip, d_all,
-                                   g.half_extent_y(widths[padded]), g.half_extent_z)
-        world = torch.einsum('nij,nkj->nki', R_all, corners) + self.t[padded][:, None, :]
-        world = world.reshape(n_chunks, per_chunk * 8, 3)
-        chunk_lo, chunk_hi = world.amin(1).cpu(), world.amax(1).cpu()
-        for c in range(n_chunks):
-            idx = order[c * per_chunk:(c + 1) * per_chunk]
-            R, t = self.R[idx], self.t[idx]
-            lo, hi = chunk_lo[c].to(self.device), chunk_hi[c].to(self.device)
-            keep = ((points >= lo) & (points <= hi)).all(dim=1).nonzero(as_tuple=True)[0]
-            pts = points[keep]
-            if len(pts) == 0:
-                yield idx, keep, None, None, None
-                continue
-            offset = torch.einsum('nj,njk->nk', t, R)
-            qx = pts @ R[:, :, 0].T - offset[:, 0]
-            qy = pts @ R[:, :, 1].T - offset[:, 1]
-            qz = pts @ R[:, :, 2].T - offset[:, 2]
-            yield idx, keep, qx, qy, qz
+            x_lo, y_half = depths - g.length_behind_tip, g.half_extent_y(widths)
+            z_half = g.half_extent_z
+        half = torch.stack([(depths - x_lo) / 2, y_half,
+                            torch.full_like(depths, float(z_half))], 1)
+        centre = self.t + self.R[:, :, 0] * ((depths + x_lo) / 2)[:, None]
+        run_grasp, run_start, run_length = grid.runs(centre, self.R, half)
+        if len(run_grasp) == 0:
+            return
+        dev = self.device
+        count = torch.zeros(n, dtype=torch.int64, device=dev).index_add_(0, run_grasp,
+                                                                         run_length)
+        # blocks of grasps with similar counts keep the padding small
+        by_count = torch.argsort(count, descending=True, stable=True)
+        sorted_count = count[by_count].cpu().numpy()
+        descending = -sorted_count
+        run_of_grasp = torch.searchsorted(run_grasp, torch.arange(n + 1, device=dev))
+        run_offset = torch.cumsum(run_length, 0) - run_length   # within all runs
+        grasp_offset = run_offset[run_of_grasp[:-1].clamp(max=len(run_offset) - 1)]
+        last = int(np.searchsorted(descending, 0, side='left'))   # grasps with candidates
+        for i, j in _blocks_of_rows(sorted_count[:last], max(1, int(chunk_size))):
+            members = by_count[i:j]
+            yield (members, *self._padded(grid, members, int(sorted_count[i]), run_of_grasp,
+                                          run_start, run_length, run_offset, grasp_offset))
 
-
-def morton_codes(points: np.ndarray, cell: float) -> np.ndarray:
-    """Z-order codes of points quantised to `cell` (10 bits per axis)."""
-    if len(points) == 0:
-        return np.zeros(0, np.int64)
-    finite = np.where(np.isfinite(points), points, 0.0)
-    q = np.floor((finite - finite.min(axis=0)) / cell).astype(np.int64).clip(0, 1023)
-    code = np.zeros(len(q), np.int64)
-    for bit in range(10):
-        for axis in range(3):
-            code |= ((q[:, axis] >> bit) & 1) << (3 * bit + axis)
-    return code
+    def _padded(self, grid, members, width, run_of_grasp, run_start, run_length, run_offset,
+                grasp_offset):
+        """Point indices (b, width) of the members' runs, padded; and their q_x, q_y, q_z."""
+        dev = self.device
+        b = len(members)
+        lo, hi = run_of_grasp[members], run_of_grasp[members + 1]
+        n_runs = hi - lo
+        slot = torch.repeat_interleave(torch.arange(b, device=dev), n_runs)
+        run = lo[slot] + torch.arange(len(slot), device=dev) \
+            - (torch.cumsum(n_runs, 0) - n_runs)[slot]
+        lengths = run_length[run]
+        position = run_offset[run] - grasp_offset[members][slot]   # within the grasp's list
+        source = torch.arange(int(lengths.sum()), device=dev) + torch.repeat_interleave(
+            run_start[run] - (torch.cumsum(lengths, 0) - lengths), lengths)
+        target = source + torch.repeat_interleave(slot * width + position - run_start[run],
+                                                  lengths)
+        index = torch.full((b * width,), grid.size, dtype=torch.int64, device=dev)
+        index[target] = source
+        index = index.view(b, width)
+        x, y, z = (torch.take(grid.planar[axis], index) for axis in range(3))
+        R, offset = self.R[members][:, :, :, None], self.offset[members][:, :, None]
+        q = [x * R[:, 0, k] + y * R[:, 1, k] + z * R[:, 2, k] - offset[:, k]
+             for k in range(3)]
+        return index, q[0], q[1], q[2]
 
 
 def box_corners(x_lo, x_hi, y_half, z_half) -> torch.Tensor:
@@ -106,16 +275,14 @@ def box_corners(x_lo, x_hi, y_half, z_half) -> torch.Tensor:
     return torch.stack([xs[:, i], ys[:, j], zs[:, k]], dim=2).reshape(n, 8, 3)
 
 
-def count_body_and_inner(batch: GraspBatch, points: torch.Tensor, widths, depths, chunk_size):
+def count_body_and_inner(batch: GraspBatch, grid: PointGrid, widths, depths, chunk_size):
     """Per grasp: obstacle points in the gripper body and in the closing region."""
     g = batch.gripper
     n = len(widths)
     body = torch.zeros(n, dtype=torch.int64, device=batch.device)
     inner = torch.zeros(n, dtype=torch.int64, device=batch.device)
-    for idx, _, qx, qy, qz in batch.scan(points, widths, depths, chunk_size):
-        if qx is None:
-            continue
-        w, d = widths[idx], depths[idx]
+    for grasp, _, qx, qy, qz in batch.blocks(grid, widths, depths, chunk_size):
+        w, d = widths[grasp][:, None], depths[grasp][:, None]
         y_abs, z_abs = qy.abs(), qz.abs()
         in_outer = ((z_abs <= g.finger_width / 2) & (y_abs <= w / 2 + g.finger_thickness)
                     & (qx >= d - g.finger_length - g.back_length) & (qx <= d))
@@ -125,19 +292,19 @@ def count_body_and_inner(batch: GraspBatch, points: torch.Tensor, widths, depths
             x_lo, x_hi = g.housing_x_range
             hit |= ((z_abs <= g.housing_height / 2) & (y_abs <= g.housing_width / 2)
                     & (qx >= d + x_lo) & (qx <= d + x_hi))
-        inner[idx] = (in_outer & between).sum(0)
-        body[idx] = hit.sum(0)
+        inner[grasp] = (in_outer & between).sum(1)
+        body[grasp] = hit.sum(1)
     return body, inner
 
 
-def contacts(batch: GraspBatch, points: torch.Tensor, widths, depths, tolerance, chunk_size,
-              normals: torch.Tensor | None = None):
+def contacts(batch: GraspBatch, grid: PointGrid, widths, depths, tolerance, chunk_size,
+             with_normals: bool = False):
     """Per grasp: gaps to the left/right finger and contact depths (inf / -inf if none).
 
-    With `normals` (unit, one per point) also the antipodal cosine of each side: the
-    mean outward normal of the side's contact patch (points within `tolerance` of the
-    tightest gap that face that finger) dotted with the direction towards the finger
-    (-1 when no patch point faces it).
+    With `with_normals` (the grid's unit normals, one per point) also the antipodal cosine
+    of each side: the mean outward normal of the side's contact patch (points within
+    `tolerance` of the tightest gap that face that finger) dotted with the direction
+    towards the finger (-1 when no patch point faces it).
     """
     g = batch.gripper
     n = len(widths)
@@ -146,45 +313,42 @@ def contacts(batch: GraspBatch, points: torch.Tensor, widths, depths, tolerance,
     gap_right = gap_left.clone()
     z_left = torch.full((n,), -float('inf'), device=dev)
     z_right = z_left.clone()
-    cos_left = torch.full((n,), -1.0, device=dev)
-    cos_right = cos_left.clone()
-    for idx, point_index, qx, qy, qz in batch.scan(points, widths, depths, chunk_size,
-                                                    closing_only=True):
-        if qx is None:
-            continue
-        w, d = widths[idx], depths[idx]
+    normal_sum = {side: torch.zeros((n, 3), device=dev) for side in (-1.0, 1.0)}
+    closing = batch.R[:, :, 1]
+    for grasp, index, qx, qy, qz in batch.blocks(grid, widths, depths, chunk_size,
+                                                 closing_only=True):
+        w, d = widths[grasp][:, None], depths[grasp][:, None]
         region = ((qz.abs() <= g.finger_width / 2) & (qy.abs() < w / 2)
                   & (qx >= d - g.finger_length) & (qx <= d))
-        # Few pairs fall between the fingers: finish on the sparse pairs.
-        point_i, grasp_i = region.nonzero(as_tuple=True)
-        if len(point_i) == 0:
+        # Few pairs fall between the fingers: finish on those.
+        row, col = region.nonzero(as_tuple=True)
+        if len(row) == 0:
             continue
-        x, y, half = qx[point_i, grasp_i], qy[point_i, grasp_i], w[grasp_i] / 2
-        chunk = len(idx)
-        if normals is not None:
-            # normal component along the closing axis, in each pair's gripper frame
-            n_y = (normals[point_index[point_i]] * batch.R[idx][grasp_i, :, 1]).sum(1)
+        x, y = qx[row, col], qy[row, col]
+        pair_grasp = grasp[row]
+        half = widths[pair_grasp] / 2
+        if with_normals:
+            normals = grid.normals[index[row, col]]
+            n_y = (normals * closing[pair_grasp]).sum(1)   # along the closing axis
         # The left finger sits at y = -w/2 (gap w/2 + y), the right one at y = +w/2.
-        for gap, gap_out, z_out, cos_out, sign in (
-                (half + y, gap_left, z_left, cos_left, -1.0),
-                (half - y, gap_right, z_right, cos_right, 1.0)):
-            best = torch.full((chunk,), float('inf'), device=dev).scatter_reduce(
-                0, grasp_i, gap, 'amin')
-            near = gap <= best[grasp_i] + tolerance
-            gap_out[idx] = best
-            z_out[idx] = torch.full((chunk,), -float('inf'), device=dev).scatter_reduce(
-                0, grasp_i[near], x[near], 'amax')
-            if normals is not None:
+        # Each grasp lies in one block, so its minimum is final here.
+        for gap, gap_out, z_out, sign in ((half + y, gap_left, z_left, -1.0),
+                                          (half - y, gap_right, z_right, 1.0)):
+            gap_out.scatter_reduce_(0, pair_grasp, gap, 'amin')
+            near = gap <= gap_out[pair_grasp] + tolerance
+            z_out.scatter_reduce_(0, pair_grasp[near], x[near], 'amax')
+            if with_normals:
                 facing = near & (sign * n_y > 0)
-                mean = torch.zeros((chunk, 3), device=dev).index_add_(
-                    0, grasp_i[facing], normals[point_index[point_i[facing]]])
-                length = mean.norm(dim=1)
-                along = sign * (mean * batch.R[idx][:, :, 1]).sum(1)
-                cos_out[idx] = torch.where(length > 0, along / length.clamp(min=1e-12),
-                                           torch.full_like(length, -1.0))
-    if normals is None:
+                normal_sum[sign].index_add_(0, pair_grasp[facing], normals[facing])
+    if not with_normals:
         return gap_left, gap_right, z_left, z_right
-    return gap_left, gap_right, z_left, z_right, cos_left, cos_right
+    cosines = []
+    for sign in (-1.0, 1.0):
+        length = normal_sum[sign].norm(dim=1)
+        along = sign * (normal_sum[sign] * closing).sum(1)
+        cosines.append(torch.where(length > 0, along / length.clamp(min=1e-12),
+                                   torch.full_like(length, -1.0)))
+    return gap_left, gap_right, z_left, z_right, cosines[0], cosines[1]
 
 
 def table_signed_corners(R, t, x_lo, x_hi, y_lo, y_hi, z_half, plane):

@@ -113,13 +113,14 @@ from zerograsp_ros.grasp.checks import (
     grasp_nms,
     invalid_grasp_mask,
     paper_refinement_config,
+    point_grid,
     refined_width_depth,
     resolve_device,
     seen_free_points,
     voxel_downsample,
 )
 from zerograsp_ros.grasp.gripper import GripperModel
-from zerograsp_ros.grasp.kernels import finger_and_body_table_distance
+from zerograsp_ros.grasp.kernels import GraspBatch, PointGrid, finger_and_body_table_distance
 from zerograsp_ros.grasp.representation import GraspSet, quality_from_mu
 
 # The public API of refinement, also re-exported from its parts for existing imports.
@@ -198,16 +199,15 @@ def refine_grasps(grasps: GraspSet, object_points: np.ndarray,
     alive = np.flatnonzero(verdicts.reason < 0)
     work = grasps.subset(alive)
     if len(work):
-        objects = torch.as_tensor(scene.objects, device=scene.device)
         _assign_object_ids(work, scene)
-        _refine_on_contacts(work, objects, scene, gripper, config)
+        _refine_on_contacts(work, scene, gripper, config)
         _reject_by_pose(work, alive, verdicts, scene, gripper, config)
     obstacles = None
     if len(work) and (config.use_collision_check or config.use_depth_search):
         cloud = np.concatenate([scene.objects, scene.scene]) if len(scene.scene) \
             else scene.objects
-        obstacles = torch.as_tensor(voxel_downsample(cloud, config.collision_voxel),
-                                    device=scene.device)
+        obstacles = point_grid(voxel_downsample(cloud, config.collision_voxel),
+                               GraspBatch.cell_for(gripper), scene.device)
     if len(work) and config.use_collision_check:
         todo = np.flatnonzero(verdicts.alive(alive))
         masks = collision_masks(work.subset(todo), obstacles, gripper, config, scene.plane,
@@ -270,16 +270,20 @@ def _assign_object_ids(work: GraspSet, scene: _Scene) -> None:
     work.object_ids[unknown] = scene.ids[nearest]
 
 
-def _refine_on_contacts(work: GraspSet, objects: torch.Tensor, scene: _Scene,
-                        gripper: GripperModel, config: RefinementConfig) -> None:
+def _refine_on_contacts(work: GraspSet, scene: _Scene, gripper: GripperModel,
+                        config: RefinementConfig) -> None:
     """Contact constraints (2.) and contact quality (2b.), in place."""
+    quality = config.use_contact_quality and scene.normals is not None
+    if not (config.use_contact_constraints or quality):
+        return
+    # one grid of the object points (with normals when the quality needs them) for both
+    objects = point_grid(scene.objects, GraspBatch.cell_for(gripper, closing_only=True),
+                         scene.device, scene.normals if quality else None)
     if config.use_contact_constraints:
         work.widths, work.depths, _ = refined_width_depth(work, objects, gripper, config,
                                                           scene.device)
-    if config.use_contact_quality and scene.normals is not None:
-        _, mu = antipodal_quality(work, objects,
-                                  torch.as_tensor(scene.normals, device=scene.device),
-                                  gripper, config, scene.device)
+    if quality:
+        _, mu = antipodal_quality(work, objects, gripper, config, scene.device)
         work.qualities = quality_from_mu(mu)
         work.scores = work.graspness * work.qualities
 
@@ -312,7 +316,7 @@ def _reject_by_pose(work: GraspSet, alive: np.ndarray, verdicts: _Verdicts, scen
                         'workspace')
 
 
-def _deepest_free_depths(grasps: GraspSet, obstacles: torch.Tensor, gripper: GripperModel,
+def _deepest_free_depths(grasps: GraspSet, obstacles: PointGrid, gripper: GripperModel,
                          config: RefinementConfig, scene: _Scene) -> np.ndarray:
     """Depth search (notes, 8b.): deepest collision-free depth reached step by step."""
     depths = grasps.depths.astype(np.float32).copy()
