@@ -103,39 +103,26 @@ class PointGrid:
         # per axis i, in z-cell units: the slab's z interval over a column is
         # centre_z - (base_i + sx_i * ox + sy_i * oy) / a_iz -+ width_i / |a_iz|
         a_x, a_y, a_z = axes[:, 0, :], axes[:, 1, :], axes[:, 2, :]         # (n, 3 axes)
+        # a slab (nearly) parallel to z: |a_z| is raised to 1e-6, so the interval is
+        # enormous where the column's footprint meets the slab and empty where it does not
+        a_z = torch.where(a_z < 0, torch.clamp(a_z, max=-1e-6), torch.clamp(a_z, min=1e-6))
         first = lo[None, :2] + (i0[:, :2].to(centre.dtype) + 0.5) * cell - centre[:, :2]
         base = a_x * first[:, 0:1] + a_y * first[:, 1:2]
         width = h + (a_x.abs() + a_y.abs()) * (cell / 2)
-        flat = a_z.abs() < 1e-6
-        inv = torch.where(flat, torch.zeros_like(a_z), 1.0 / (torch.where(
-            flat, torch.ones_like(a_z), a_z) * cell_z))
+        inv = 1.0 / (a_z * cell_z)
         k_centre = (centre[:, 2:3] - lo[2]) / cell_z - base * inv            # (n, 3)
         k_half = width * inv.abs()
         step_x, step_y = a_x * cell * inv, a_y * cell * inv
-        z_lo = torch.full((len(centre), wx, wy), -float('inf'), device=dev, dtype=centre.dtype)
-        z_hi = torch.full_like(z_lo, float('inf'))
-        missed = torch.zeros(z_lo.shape, dtype=torch.bool, device=dev)
-        for i in range(3):
-            if bool(flat[:, i].all()):
-                mid = None
-            else:
-                mid = k_centre[:, i, None, None] - step_x[:, i, None, None] * ox \
-                    - step_y[:, i, None, None] * oy
-                lo_i, hi_i = mid - k_half[:, i, None, None], mid + k_half[:, i, None, None]
-                f = flat[:, i, None, None]
-                z_lo = torch.where(f, z_lo, torch.maximum(z_lo, lo_i))
-                z_hi = torch.where(f, z_hi, torch.minimum(z_hi, hi_i))
-            if bool(flat[:, i].any()):
-                # a slab parallel to z: the column's footprint must reach it
-                offset = base[:, i, None, None] + a_x[:, i, None, None] * cell * ox \
-                    + a_y[:, i, None, None] * cell * oy
-                missed |= flat[:, i, None, None] & (offset.abs() > width[:, i, None, None])
+        mid = k_centre[:, :, None, None] - step_x[:, :, None, None] * ox[:, None] \
+            - step_y[:, :, None, None] * oy[:, None]                         # (n, 3, wx, wy)
+        z_lo = (mid - k_half[:, :, None, None]).amax(1)
+        z_hi = (mid + k_half[:, :, None, None]).amin(1)
         k0 = torch.maximum(z_lo.clamp(-1, float(top[2]) + 1).floor().long(),
                            i0[:, 2, None, None])
         k1 = torch.minimum(z_hi.clamp(-1, float(top[2]) + 1).floor().long(),
                            i1[:, 2, None, None])
         valid = (keep[:, None, None] & (ox < nx[:, None, None]) & (oy < ny[:, None, None])
-                 & (k0 <= k1) & ~missed)
+                 & (k0 <= k1))
         box, cx, cy = valid.nonzero(as_tuple=True)
         column = ((i0[box, 0] + cx) * self.dims[1] + i0[box, 1] + cy) * self.dims[2]
         start = self.starts[column + k0[box, cx, cy]]
@@ -257,8 +244,8 @@ class GraspBatch:
         index = index.view(b, width)
         x, y, z = (torch.take(grid.planar[axis], index) for axis in range(3))
         R, offset = self.R[members][:, :, :, None], self.offset[members][:, :, None]
-        q = [x * R[:, 0, k] + y * R[:, 1, k] + z * R[:, 2, k] - offset[:, k]
-             for k in range(3)]
+        q = [torch.addcmul(torch.addcmul(torch.addcmul(-offset[:, k], z, R[:, 2, k]), y,
+                                         R[:, 1, k]), x, R[:, 0, k]) for k in range(3)]
         return index, q[0], q[1], q[2]
 
 
