@@ -19,7 +19,7 @@ __all__ = ['GraspBatch', 'PointGrid', 'box_corners', 'contacts', 'count_body_and
 # Most uniform-grid cells a point cloud is sorted into (the cell grows past this).
 MAX_GRID_CELLS = 1 << 21
 # Grid cells are this many times finer along z than along x and y.
-Z_CELLS_PER_CELL = 4
+Z_CELLS_PER_CELL = 8
 # Slack added to every culling interval, so that rounding never drops a point.
 CULL_SLACK = 1e-5
 # A block of grasps pads every row to its longest. Blocks are cut where the row length
@@ -27,10 +27,12 @@ CULL_SLACK = 1e-5
 # time of one block's calls, measured, in padded pairs).
 BAND_RATIO = 0.75
 BLOCK_COST_PAIRS = 20000
+# Boxes whose cell columns are enumerated together (bounds the (boxes, 3, x, y) arrays).
+RUN_BOXES_PER_PASS = 4096
 
 
 class PointGrid:
-    """Points (and their normals) sorted into a uniform grid of cubic `cell`-sized voxels.
+    """Points (and their normals) sorted into a uniform grid (`cell` across, finer in z).
 
     A grasp's candidate points are then a few contiguous runs of the sorted points (one
     per cell column its box crosses) instead of a pass over the whole cloud. Row `size`
@@ -78,6 +80,17 @@ class PointGrid:
         some point of the column's footprint satisfies all three slab conditions
         |axis_i . (p - centre)| <= half_i, a superset of the box; runs come in box order.
         """
+        parts = []
+        for first in range(0, len(centre), RUN_BOXES_PER_PASS):
+            box, start, length = self._runs(*(v[first:first + RUN_BOXES_PER_PASS]
+                                              for v in (centre, axes, half)))
+            parts.append((box + first, start, length))
+        if not parts:
+            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+            return empty, empty, empty
+        return tuple(torch.cat(column) for column in zip(*parts))
+
+    def _runs(self, centre: torch.Tensor, axes: torch.Tensor, half: torch.Tensor):
         dev = self.device
         empty = torch.zeros(0, dtype=torch.int64, device=dev)
         if self.size == 0 or len(centre) == 0:
@@ -273,14 +286,16 @@ def count_body_and_inner(batch: GraspBatch, grid: PointGrid, widths, depths, chu
         y_abs, z_abs = qy.abs(), qz.abs()
         in_outer = ((z_abs <= g.finger_width / 2) & (y_abs <= w / 2 + g.finger_thickness)
                     & (qx >= d - g.finger_length - g.back_length) & (qx <= d))
-        between = (y_abs < w / 2) & (qx >= d - g.finger_length)
-        hit = in_outer & ~between
+        inside = in_outer & (y_abs < w / 2) & (qx >= d - g.finger_length)
+        inner[grasp] = inside.sum(1)
         if g.has_housing:
             x_lo, x_hi = g.housing_x_range
-            hit |= ((z_abs <= g.housing_height / 2) & (y_abs <= g.housing_width / 2)
-                    & (qx >= d + x_lo) & (qx <= d + x_hi))
-        inner[grasp] = (in_outer & between).sum(1)
-        body[grasp] = hit.sum(1)
+            hit = (in_outer & ~inside) | ((z_abs <= g.housing_height / 2)
+                                          & (y_abs <= g.housing_width / 2)
+                                          & (qx >= d + x_lo) & (qx <= d + x_hi))
+            body[grasp] = hit.sum(1)
+        else:
+            body[grasp] = in_outer.sum(1) - inner[grasp]
     return body, inner
 
 

@@ -79,8 +79,9 @@ survivor back to its input row.
 
 Boundaries: a point exactly on a finger's inner face counts as gripper body, not as
 closing region. All pairwise work runs batched in torch (CPU or CUDA,
-`zerograsp_ros.grasp.kernels`), in chunks of at most `chunk_size` grasp-point pairs, on the
-points inside the chunk's gripper bounding box only.
+`zerograsp_ros.grasp.kernels`), in blocks of about `chunk_size` grasp-point pairs: the
+points are sorted into a grid once per cloud, and each grasp meets only the points of the
+grid cells its oriented gripper box can reach.
 
 Layout: this module holds the definitions above and the `refine_grasps` orchestration;
 `grasp.checks` the config, the input checks and the single-purpose public checks;
