@@ -25,8 +25,8 @@ CULL_SLACK = 1e-5
 # A block of grasps pads every row to its longest. Blocks are cut where the row length
 # drops by BAND_RATIO if that saves more padded pairs than a block costs in calls (CPU
 # time of one block's calls, measured, in padded pairs).
-BAND_RATIO = 0.75
-BLOCK_COST_PAIRS = 20000
+BAND_RATIO = 0.8
+BLOCK_COST_PAIRS = 10000
 # Boxes whose cell columns are enumerated together (bounds the (boxes, 3, x, y) arrays).
 RUN_BOXES_PER_PASS = 4096
 
@@ -189,12 +189,12 @@ class GraspBatch:
 
     @staticmethod
     def cell_for(g: GripperModel, closing_only: bool = False) -> float:
-        """A grid cell giving about ten cells across one grasp's box (5 mm .. 3 cm)."""
+        """A grid cell giving about twelve cells across one grasp's box (5 mm .. 3 cm)."""
         if closing_only:
             extent = max(g.finger_length, g.max_stroke)
         else:
             extent = max(g.length_behind_tip, 2 * float(g.half_extent_y(g.max_stroke)))
-        return min(0.03, max(0.005, extent / 10))
+        return min(0.03, max(0.005, extent / 12))
 
     def blocks(self, grid: PointGrid, widths: torch.Tensor, depths: torch.Tensor,
                chunk_size: int, closing_only: bool = False):
