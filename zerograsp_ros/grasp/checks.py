@@ -17,6 +17,7 @@ import torch
 
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import project
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
 from zerograsp_ros.grasp.gripper import GripperModel, gripper_preset
 from zerograsp_ros.grasp.kernels import (
     GraspBatch,
@@ -31,12 +32,13 @@ from zerograsp_ros.grasp.representation import (
     same_grasp_rotation,
     unit_normal_rows,
 )
+from zerograsp_ros.runtime import resolve_device
 
 __all__ = ['RefinementConfig', 'antipodal_quality', 'as_normals', 'as_plane', 'as_points',
            'check_collisions', 'checked_model_and_config', 'collision_masks',
            'contact_quality', 'contact_refinement', 'forget_point_grids', 'grasp_nms',
            'invalid_grasp_mask',
-           'paper_refinement_config', 'point_grid', 'refined_width_depth', 'resolve_device',
+           'paper_refinement_config', 'point_grid', 'refined_width_depth',
            'seen_free_points', 'voxel_downsample']
 
 ROTATION_TOLERANCE = 1e-3
@@ -163,23 +165,9 @@ def invalid_grasp_mask(grasps: GraspSet, gripper: GripperModel) -> np.ndarray:
     return bad
 
 
-def resolve_device(device) -> torch.device:
-    if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f'unknown device {device!r}: {exc}') from None
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise InputError(f'device {device!r} requested but CUDA is not available')
-    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
-        raise InputError(f'device {device!r}: only {torch.cuda.device_count()} CUDA devices')
-    return dev
-
-
 def checked_model_and_config(grasps, gripper, config):
     """Defaults filled in, types and the config checked: the prologue of every public call."""
-    gripper = gripper if gripper is not None else gripper_preset('robotiq_2f85')
+    gripper = gripper if gripper is not None else gripper_preset(DEFAULT_GRIPPER)
     config = config if config is not None else RefinementConfig()
     check_types(grasps, gripper)
     config.validate()

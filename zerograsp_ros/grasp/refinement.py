@@ -116,13 +116,13 @@ from zerograsp_ros.grasp.checks import (
     paper_refinement_config,
     point_grid,
     refined_width_depth,
-    resolve_device,
     seen_free_points,
     voxel_downsample,
 )
 from zerograsp_ros.grasp.gripper import GripperModel
 from zerograsp_ros.grasp.kernels import GraspBatch, PointGrid, finger_and_body_table_distance
 from zerograsp_ros.grasp.representation import GraspSet, quality_from_mu
+from zerograsp_ros.runtime import resolve_device
 
 # The public API of refinement, also re-exported from its parts for existing imports.
 __all__ = ['REJECTION_REASONS', 'RefinementConfig', 'RefinementResult', 'check_collisions',
