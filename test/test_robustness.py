@@ -455,6 +455,8 @@ def predict_requests(draw):
         depth[:] = {'all_nan': np.nan, 'all_zero': 0.0, 'all_negative': -0.5,
                     'too_far': 50.0}[depth_defect]
         causes.append('no valid pixel')
+    if not causes and not (np.isfinite(depth) & (depth > 0)).any():
+        causes.append('no valid pixel')   # a tiny image can lose every pixel to a defect
 
     header = make_header('camera_color_optical_frame', time.time())
     if depth_enc.lower() in ('16uc1', 'mono16', 'mono8', '32sc1'):
