@@ -152,3 +152,24 @@ def test_paper_head_started_from_the_shipped_checkpoint_keeps_its_reconstruction
     assert len(a.objects) == len(b.objects) > 0
     for oa, ob in zip(a.objects, b.objects):
         assert np.allclose(oa.points, ob.points, atol=1e-6)
+
+
+def test_frozen_backbone_trains_only_the_head():
+    from zerograsp_ros.model.network import ZeroGraspNet, training_step
+    from zerograsp_ros.model.synthetic import table_sample
+    from zerograsp_ros.training.train import freeze_backbone
+
+    torch.manual_seed(0)
+    model = ZeroGraspNet(PAPER)
+    assert 'trainable' in freeze_backbone(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for step in range(2):
+        loss, _ = training_step(model, [table_sample(2, seed=5)], step, 'cpu')
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])
+               and not k.endswith('num_batches_tracked')}   # a counter; momentum is set
+    assert changed and all(k.startswith('signal_head.') for k in changed), sorted(changed)[:5]

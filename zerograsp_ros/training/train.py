@@ -201,6 +201,23 @@ def init_from_checkpoint(model: ZeroGraspNet, path: str) -> str:
             f'{fresh if len(fresh) <= 8 else fresh[:8] + ["..."]}')
 
 
+def freeze_backbone(model: ZeroGraspNet) -> str:
+    """Train only the finest-depth head (normal, SDF, grasp fields).
+
+    The rest keeps its weights and BatchNorm statistics (momentum 0), so the
+    predicted occupancy cannot change.
+    """
+    trainable = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith('signal_head.'))
+        trainable += p.numel() if p.requires_grad else 0
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and \
+                not name.startswith('signal_head'):
+            m.momentum = 0.0
+    return f'backbone frozen: {trainable} trainable parameters (signal_head)'
+
+
 def set_seeds(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -269,7 +286,8 @@ def train(args) -> dict:
         model, config, _ = load_checkpoint(last_path, device=device)
         state = torch.load(state_path, map_location='cpu', weights_only=False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
-        optimizer.load_state_dict(state['optimizer'])
+        if not args.freeze_backbone:   # else loaded below, over the head's parameters only
+            optimizer.load_state_dict(state['optimizer'])
         step, elapsed, best_f1 = state['step'], state['elapsed'], state.get('best_f1', -1.0)
         rng = np.random.default_rng()
         rng.bit_generator.state = state['rng']
@@ -283,6 +301,12 @@ def train(args) -> dict:
             log.line(init_from_checkpoint(model, args.init))
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
         rng = np.random.default_rng(args.seed if not ddp.rank else [args.seed, ddp.rank])
+    if args.freeze_backbone:
+        log.line(freeze_backbone(model))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=args.lr, weight_decay=args.wd)
+        if args.resume and state_path.is_file() and last_path.is_file():
+            optimizer.load_state_dict(state['optimizer'])
     ddp.broadcast_model(model)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -450,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--preset', default='cpu', choices=('cpu', 'paper'))
     ap.add_argument('--grasp-head', default='direct', choices=('direct', 'paper'),
                     help="grasp parameterisation: 'direct' axes or the paper's view/angle bins")
+    ap.add_argument('--freeze-backbone', action='store_true',
+                    help='train only the finest-depth head (e.g. a new grasp head on a '
+                         'trained reconstruction)')
     ap.add_argument('--init', default=None,
                     help='start from this checkpoint\'s weights where names and shapes match '
                          '(a fresh run only; --resume wins)')
