@@ -28,7 +28,7 @@ trap 'kill -INT $BRINGUP 2>/dev/null; wait $BRINGUP 2>/dev/null || true' EXIT
 # The view prints its URL once it listens (the port it got, if 8080 was taken).
 URL=""
 for _ in $(seq 1 600); do
-  URL="$(grep -o 'open http://[^ ]* in a browser' "$OUT/bringup.log" 2>/dev/null | head -1 | cut -d' ' -f2)"
+  URL="$(grep -o 'open http://[^ ]* in a browser' "$OUT/bringup.log" 2>/dev/null | head -1 | cut -d' ' -f2 || true)"
   [ -n "$URL" ] && break
   kill -0 $BRINGUP 2>/dev/null || break
   sleep 0.5
