@@ -154,11 +154,12 @@ def test_benchmark_scenes_unchanged_by_size_levels_option(args):
 
 
 def test_size_levels_make_meshes_repeat():
+    from zerograsp_ros.sim import objects
     from zerograsp_ros.sim import scene as scn
     for name, levels, most in (('box', 2, 8), ('cylinder', 3, 9), ('urdf_001', 2, 2)):
         seen = set()
         for seed in range(24):
-            parts, _ = scn._make_object_parts(name, np.random.default_rng(seed), levels)
+            parts, _ = objects._make_object_parts(name, np.random.default_rng(seed), levels)
             seen.add(np.concatenate([p.vertices for p in parts]).round(12).tobytes())
         assert 1 < len(seen) <= most, (name, len(seen))
     with pytest.raises(Exception, match='size_levels'):

@@ -13,6 +13,7 @@ import trimesh
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics, transform_points, unproject
 from zerograsp_ros.geometry.rgbd import load_frame_dir
+from zerograsp_ros.sim import objects
 from zerograsp_ros.sim import scene as scn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,15 +22,15 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- scenes
 
 def test_object_splits_are_disjoint_and_exclude_the_broken_mesh():
-    splits = {s: set(scn.object_split(s)) for s in scn.SPLITS}
-    meshes = {s: names - set(scn.PRIMITIVES) for s, names in splits.items()}
+    splits = {s: set(objects.object_split(s)) for s in objects.SPLITS}
+    meshes = {s: names - set(objects.PRIMITIVES) for s, names in splits.items()}
     assert not meshes['train'] & meshes['test']
     assert not meshes['train'] & meshes['val']
     assert not meshes['val'] & meshes['test']
     assert all('urdf_168' not in names for names in splits.values())
     assert {'plate', 'wide_box'} <= splits['test']       # flat and wide objects are included
     with pytest.raises(InputError, match='split'):
-        scn.object_split('holdout')
+        objects.object_split('holdout')
 
 
 def test_seeded_scene_replays_identically_and_rests_on_the_table():
@@ -118,7 +119,7 @@ def _box_scene(size=(0.05, 0.10, 0.06), yaw=0.0, xy=(0.0, 0.0)):
     pose = np.eye(4)
     pose[:3, :3] = trimesh.transformations.rotation_matrix(yaw, [0, 0, 1])[:3, :3]
     pose[:3, 3] = [xy[0], xy[1], size[2] / 2]
-    obj = scn.SceneObject(1, 'box', box, pose, None, 1.0, parts=[box], mass=0.2)
+    obj = objects.SceneObject(1, 'box', box, pose, None, 1.0, parts=[box], mass=0.2)
     return scn.Scene([obj], 0, 'packed', 'test')
 
 

@@ -274,7 +274,7 @@ def summarise(rows: list[dict], grasp_rows: list[dict], times: list[float],
               paper_rows: list[dict] | None = None) -> dict:
     methods = [m for m in ('model', 'visible', 'mirror') if any(m in r for r in rows)]
     common = [r for r in rows if all(m in r for m in methods)]
-    from zerograsp_ros.sim.scene import PRIMITIVES
+    from zerograsp_ros.sim.objects import PRIMITIVES
     # mesh objects of the test split are never seen in training; primitive families are
     # shared between splits (fresh random sizes), so they are also reported apart
     unseen = [r for r in common if r['name'] not in PRIMITIVES]
