@@ -55,6 +55,9 @@ def main(argv=None) -> None:
     ap.add_argument('--scenes', type=int, default=6)
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--out', default=str(RESULTS / 'label_throughput.json'))
+    ap.add_argument('--sparse-again', action='store_true',
+                    help='only rerun the sparse row (as sparse_again) and add it to --out: '
+                         'the same scenes under the load the dense rows saw')
     args = ap.parse_args(argv)
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     from dataclasses import asdict
@@ -63,6 +66,15 @@ def main(argv=None) -> None:
     from zerograsp_ros.data.generate import DEFAULT_DENSE_SIZE_LEVELS, _jsonable
 
     dense = DenseLabelConfig()
+    if args.sparse_again:
+        result = json.loads(Path(args.out).read_text())
+        with tempfile.TemporaryDirectory(prefix='label_throughput_') as tmp:
+            row = _run(Path(tmp), args.scenes, args.workers, None, None, None)
+        row['date'] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+        result['rows']['sparse_again'] = row
+        print('sparse_again', row)
+        Path(args.out).write_text(json.dumps(result, indent=2) + '\n')
+        return
     rows = {}
     with tempfile.TemporaryDirectory(prefix='label_throughput_') as tmp:
         tmp = Path(tmp)
