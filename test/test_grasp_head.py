@@ -173,3 +173,36 @@ def test_frozen_backbone_trains_only_the_head():
     changed = {k for k in before if not torch.equal(before[k], after[k])
                and not k.endswith('num_batches_tracked')}   # a counter; momentum is set
     assert changed and all(k.startswith('signal_head.') for k in changed), sorted(changed)[:5]
+
+
+def test_decoding_against_the_table_plane_keeps_the_fingers_above_it():
+    from zerograsp_ros.grasp import DEFAULT_GRIPPER
+    from zerograsp_ros.grasp.gripper import gripper_preset
+
+    gripper = gripper_preset(DEFAULT_GRIPPER)
+    rng = np.random.default_rng(2)
+    up = np.array([0.0, -0.6, -0.8])                 # a tilted table seen from above
+    plane = np.concatenate([up, [0.5]])              # height = up . p + 0.5
+    pts = rng.uniform(-0.1, 0.1, (300, 3)) + [0.0, 0.0, 0.6]
+    pts += (0.005 + rng.uniform(0, 0.04, (300, 1))) * up - (pts @ up + 0.5)[:, None] * up
+    signal = torch.randn(300, PAPER.signal_channels) * 3.0
+    dec = decode_paper_grasps(signal, PAPER, points=torch.from_numpy(pts).float(),
+                              table_plane=plane, gripper=gripper)
+    keep = dec['graspness'] > 0
+    assert keep.any()
+    R = dec['rotation'][keep].numpy().astype(np.float64)
+    t = np.repeat(pts[:, None], dec['graspness'].shape[1], 1)[keep.numpy()]
+    d = dec['depth'][keep].numpy()
+    w = dec['width'][keep].numpy()
+    for sx in (d - gripper.finger_length, d):
+        for sy in (-1, 1):
+            for sz in (-1, 1):
+                corner = np.stack([sx, sy * (w / 2 + gripper.finger_thickness),
+                                   np.full_like(d, sz * gripper.finger_width / 2)], 1)
+                world = t + np.einsum('nij,nj->ni', R, corner)
+                assert (world @ up + 0.5 >= 0.002 - 1e-5).all()
+    # without the plane some of the same decoded grasps would reach below it
+    loose = decode_paper_grasps(signal, PAPER, up=up)
+    low = np.einsum('nkij,j->nki', loose['rotation'].numpy(), up)[..., 0] * \
+        loose['depth'].numpy() + (pts @ up + 0.5)[:, None]
+    assert (low < 0).any()

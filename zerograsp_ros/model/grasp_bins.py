@@ -83,34 +83,56 @@ def reachable_views(config: ModelConfig, up: np.ndarray | None, device=None) -> 
 
 
 def decode_paper_grasps(signal: torch.Tensor, config: ModelConfig,
-                        up: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                        up: np.ndarray | None = None, points: torch.Tensor | None = None,
+                        table_plane: np.ndarray | None = None, gripper=None,
+                        clearance_m: float = 0.002) -> dict[str, torch.Tensor]:
     """Per leaf the top reachable views: (L, K) fields; K = grasp_views_per_leaf.
 
     Returns graspness (leaf graspness x view probability among all views),
     quality, rotation (L, K, 3, 3), width and depth (metres), view index.
-    Views outside the cone get graspness 0 when fewer than K are reachable.
+    Reachable: within the cone around -up; with `table_plane` (a, b, c, d; normal
+    up, signed distance n.p + d), the leaf's surface `points` (L, 3) and a
+    `gripper` (grasp.gripper.GripperModel), also every corner of both finger
+    boxes at the decoded angle, depth and width at least `clearance_m` above the
+    plane. Views that are not reachable get graspness 0 when fewer than K are.
     """
     sl = head_slices(config)
-    allowed = reachable_views(config, up, signal.device)
-    view_p = torch.softmax(signal[:, sl['view']], 1)
-    masked = torch.where(allowed, view_p, torch.full_like(view_p, -1.0))
-    k = min(config.grasp_views_per_leaf, config.grasp_views)
-    top_p, top_v = masked.topk(k, dim=1)
-    top_p = top_p.clamp(min=0.0)
+    if table_plane is not None:
+        up = np.asarray(table_plane, dtype=np.float64)[:3]
+    allowed = reachable_views(config, up, signal.device)[None, :].expand(len(signal), -1)
     frames = view_frames(config, signal.device).to(signal.dtype)
     step = math.pi / config.grasp_angle_bins
     theta = signal[:, sl['angle']].argmax(1).to(signal.dtype) * step
     c, s = torch.cos(theta), torch.sin(theta)
-    base = frames[top_v]                                     # (L, K, 3, 3)
-    x = base[..., 0]
-    y = base[..., 1] * c[:, None, None] + base[..., 2] * s[:, None, None]
-    rot = torch.stack([x, y, torch.cross(x, y, dim=-1)], dim=-1)
     depths = torch.tensor(GRASPNET_DEPTHS, device=signal.device, dtype=signal.dtype)
     depth = depths[signal[:, sl['depth']].argmax(1)]
     width_p = torch.softmax(signal[:, sl['width']], 1)
     centres = (torch.arange(config.grasp_width_bins, device=signal.device, dtype=signal.dtype)
                + 0.5) * config.max_grasp_width_m / config.grasp_width_bins
     width = width_p @ centres        # expected width: smoother than the arg-max bin
+    if table_plane is not None and points is not None and gripper is not None:
+        plane = torch.as_tensor(np.asarray(table_plane, dtype=np.float64), device=signal.device,
+                                dtype=signal.dtype)
+        n = plane[:3] / plane[:3].norm()
+        height = points @ n + plane[3] / plane[:3].norm()           # (L,) TCP above the plane
+        nx, ny0, nz0 = frames[:, :, 0] @ n, frames[:, :, 1] @ n, frames[:, :, 2] @ n   # (V,)
+        ny = c[:, None] * ny0 + s[:, None] * nz0                     # (L, V) n . closing
+        nz = -s[:, None] * ny0 + c[:, None] * nz0
+        x_lo = nx[None, :] * (depth[:, None] - gripper.finger_length)
+        x_hi = nx[None, :] * depth[:, None]
+        lowest = (height[:, None] + torch.minimum(x_lo, x_hi)
+                  - ny.abs() * (width[:, None] / 2 + gripper.finger_thickness)
+                  - nz.abs() * gripper.finger_width / 2)
+        allowed = allowed & (lowest >= clearance_m)
+    view_p = torch.softmax(signal[:, sl['view']], 1)
+    masked = torch.where(allowed, view_p, torch.full_like(view_p, -1.0))
+    k = min(config.grasp_views_per_leaf, config.grasp_views)
+    top_p, top_v = masked.topk(k, dim=1)
+    top_p = top_p.clamp(min=0.0)
+    base = frames[top_v]                                     # (L, K, 3, 3)
+    x = base[..., 0]
+    y = base[..., 1] * c[:, None, None] + base[..., 2] * s[:, None, None]
+    rot = torch.stack([x, y, torch.cross(x, y, dim=-1)], dim=-1)
     graspness = torch.sigmoid(signal[:, sl['graspness']])
     return {'graspness': graspness * top_p, 'quality': torch.sigmoid(
         signal[:, sl['quality']]).expand(-1, k), 'rotation': rot,

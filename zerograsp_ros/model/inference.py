@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from zerograsp_ros.geometry.meshing import mesh_from_points
 from zerograsp_ros.geometry.rgbd import RGBDFrame
+from zerograsp_ros.grasp import DEFAULT_GRIPPER
+from zerograsp_ros.grasp.gripper import gripper_preset
 from zerograsp_ros.grasp.representation import GraspSet, rotation_from_axes
 from zerograsp_ros.model.calibration import CHECKPOINT_KEY, ScoreCalibration
 from zerograsp_ros.model.checkpoint import load_checkpoint
@@ -74,10 +76,17 @@ def decode_leaves(signal: torch.Tensor, centres_m: torch.Tensor, config: ModelCo
 
 
 def estimate_table_up(frame: RGBDFrame, max_points: int = 20000) -> np.ndarray | None:
-    """Up direction (unit, camera frame) of the dominant plane among background pixels.
+    """Up direction (unit, camera frame) of the table plane (estimate_table_plane)."""
+    plane = estimate_table_plane(frame, max_points)
+    return None if plane is None else plane[:3]
+
+
+def estimate_table_plane(frame: RGBDFrame, max_points: int = 20000) -> np.ndarray | None:
+    """(a, b, c, d), unit normal up: the dominant plane among background pixels.
 
     Background = label 0 (all pixels without labels); the normal is turned towards
-    the camera. None when no plane holds a fifth of the points.
+    the camera, so a x + b y + c z + d is the height above the table. None when
+    no plane holds a fifth of the points.
     """
     import open3d as o3d
 
@@ -96,10 +105,9 @@ def estimate_table_up(frame: RGBDFrame, max_points: int = 20000) -> np.ndarray |
     plane, inliers = pc.segment_plane(0.008, 3, 200)
     if len(inliers) < 0.2 * len(pts):
         return None
-    n = np.asarray(plane[:3], dtype=np.float64)
-    n /= np.linalg.norm(n)
+    plane = np.asarray(plane, dtype=np.float64) / np.linalg.norm(plane[:3])
     centre = pts[inliers].mean(0)
-    return -n if n @ centre > 0 else n   # the camera (origin) lies above the table
+    return -plane if plane[:3] @ centre > 0 else plane   # the camera lies above the table
 
 
 class ZeroGraspPredictor:
@@ -111,6 +119,7 @@ class ZeroGraspPredictor:
         self.config = config
         self.model = model.to(self.device).eval()
         self.calibration = calibration
+        self.gripper = gripper_preset(DEFAULT_GRIPPER)   # paper head: reachable decoding
 
     @classmethod
     def from_checkpoint(cls, path, device='auto', calibrated: bool = True
@@ -162,12 +171,14 @@ class ZeroGraspPredictor:
         warnings = list(scene.warnings)
         views = 1   # grasps per leaf
         if cfg.grasp_head == 'paper':
+            plane = None
             if table_up is None:
-                table_up = estimate_table_up(frame)
-                if table_up is None:
+                plane = estimate_table_plane(frame)
+                if plane is None:
                     warnings.append('no table plane found in the frame: grasps are decoded '
                                     'from every view, also from below the table')
-            dec = decode_paper_grasps(out['signal'], cfg, table_up)
+            dec = decode_paper_grasps(out['signal'], cfg, table_up, points=fields_['points'],
+                                      table_plane=plane, gripper=self.gripper)
             views = dec['graspness'].shape[1]
             fields_.update({k: dec[k].reshape(-1, *dec[k].shape[2:]) for k in
                             ('graspness', 'quality', 'rotation', 'width', 'depth')})
