@@ -7,6 +7,8 @@ The same `--scenes` training scenes (seed 0, random 1-10 objects) are generated 
 times with `zerograsp_ros.data.generate.generate_split` and `--workers` processes:
 
 - sparse: today's labels only (24 points per object, continuous object sizes);
+- sparse_quantised: the same with sizes quantised to 3 levels, the scenes the dense rows
+  label (quantised sizes settle differently, so scene content and cost differ);
 - dense_cold: plus `--dense-labels` (DenseLabelConfig defaults, sizes quantised to 3
   levels) with an empty per-mesh cache: every mesh pays its object stage;
 - dense_warm: the same scenes again with the cache the cold run filled: only the
@@ -81,6 +83,9 @@ def main(argv=None) -> None:
         cache = tmp / 'cache'
         rows['sparse'] = _run(tmp / 'sparse', args.scenes, args.workers, None, None, None)
         print('sparse', rows['sparse'], flush=True)
+        rows['sparse_quantised'] = _run(tmp / 'sparse_q', args.scenes, args.workers, None,
+                                        DEFAULT_DENSE_SIZE_LEVELS, None)
+        print('sparse_quantised', rows['sparse_quantised'], flush=True)
         rows['dense_cold'] = _run(tmp / 'cold', args.scenes, args.workers, dense,
                                   DEFAULT_DENSE_SIZE_LEVELS, cache)
         rows['dense_cold']['meshes_cached'] = len(list(cache.glob('*.npz')))
