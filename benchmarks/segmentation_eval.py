@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zerograsp_ros.data.segmentation_views import render_cell_view  # noqa: E402
 from zerograsp_ros.errors import InputError  # noqa: E402
 from zerograsp_ros.perception.segmentation_metrics import (  # noqa: E402
     SegmentationCounts,
@@ -49,19 +50,24 @@ LAYOUTS = ('pile', 'packed')
 FIGURE_SCENES = 4
 
 
-def render_eval_frame(seed: int, layout: str, split: str, objects: int):
-    """(frame with GT labels, depth-tare scale) of one scene seen by the cell's camera."""
-    from zerograsp_ros.perception.depth_tare import table_plane_in_camera, tare_frame
-    from zerograsp_ros.sim.cell_config import load_sim_cell_config
-    from zerograsp_ros.sim.scene import generate_scene, render_rgbd
+def cached_cell_view(cache: str, seed: int, layout: str, split: str, objects: int):
+    """render_cell_view, kept in `cache` (a directory, '' = none) for the next run."""
+    from zerograsp_ros.geometry.camera import CameraIntrinsics
+    from zerograsp_ros.geometry.rgbd import RGBDFrame
 
-    cfg = load_sim_cell_config()
-    scene = generate_scene(seed, objects, layout, split)
-    rng = np.random.default_rng([seed, 31337])   # the cell's render stream for this scene
-    frame = render_rgbd(scene, cfg.intrinsics, cfg.T_world_camera, rng, noise=True)
-    known = table_plane_in_camera(cfg.T_world_camera, (0.0, 0.0, 1.0, 0.0))
-    tared, result = tare_frame(frame, known)
-    return tared, result.scale
+    path = Path(cache) / f'{split}_{layout}_{objects}obj_seed{seed}.npz' if cache else None
+    if path is not None and path.is_file():
+        d = np.load(path)
+        intr = CameraIntrinsics.from_matrix(d['K'], *d['size'])
+        return RGBDFrame(rgb=d['rgb'], depth=d['depth'], intrinsics=intr,
+                         labels=d['labels']), float(d['scale'])
+    frame, scale = render_cell_view(seed, layout, split, objects)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, rgb=frame.rgb, depth=frame.depth, labels=frame.labels,
+                            K=frame.intrinsics.K, scale=scale,
+                            size=[frame.intrinsics.width, frame.intrinsics.height])
+    return frame, scale
 
 
 def timed(fn, *args):
@@ -78,8 +84,8 @@ def time_summary(wall: list[float], cpu: list[float]) -> dict:
 
 
 def voting_grid() -> list[dict]:
-    grid = {'foreground_threshold': (0.4, 0.5, 0.6), 'min_density': (1.5, 3.0, 5.0),
-            'max_assign_cells': (3.0, 6.0), 'min_pixels': (25, 40, 60)}
+    grid = {'foreground_threshold': (0.4, 0.5, 0.6), 'min_density': (2.0, 3.0, 5.0, 8.0),
+            'min_pixels': (25, 40)}
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
@@ -128,6 +134,9 @@ def main(argv=None) -> None:
     ap.add_argument('--objects', type=int, default=5)
     ap.add_argument('--segmenters', nargs='+', default=['tabletop', 'learned'])
     ap.add_argument('--checkpoint', default='', help="learned: '' = checkpoints/segnet.pt")
+    ap.add_argument('--frame-cache', default='',
+                    help='directory keeping rendered frames between runs (never committed)')
+    ap.add_argument('--frames-only', action='store_true', help='only render (fill the cache)')
     ap.add_argument('--voting-grid', action='store_true',
                     help='score clustering settings of the learned segmenter (val split only)')
     ap.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results' /
@@ -148,7 +157,9 @@ def main(argv=None) -> None:
     jobs = [(lay, s) for lay in LAYOUTS
             for s in range(args.first_seed, args.first_seed + args.scenes)]
     for layout, seed in tqdm(jobs, desc=f'{args.split} scenes'):
-        frame, scale = render_eval_frame(seed, layout, args.split, args.objects)
+        frame, scale = cached_cell_view(args.frame_cache, seed, layout, args.split, args.objects)
+        if args.frames_only:
+            continue
         scales.append(scale)
         preds, recalls = {}, {}
         for name, seg in segmenters.items():
@@ -180,6 +191,9 @@ def main(argv=None) -> None:
         already = sum(t.startswith(layout) for t, *_ in shown)
         if already < (FIGURE_SCENES - 1 if layout == 'pile' else 1):
             shown.append((f'{layout}, seed {seed} ({args.split} split)', frame, preds, recalls))
+    if args.frames_only:
+        print(f'{len(jobs)} frames in {args.frame_cache}')
+        return
     results = {}
     for name in segmenters:
         both = SegmentationCounts()

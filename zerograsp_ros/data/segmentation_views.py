@@ -38,6 +38,26 @@ def cell_camera_pose() -> np.ndarray:
     return np.asarray(load_sim_cell_config().T_world_camera, dtype=np.float64)
 
 
+def render_cell_view(seed: int, layout: str, split: str, objects: int = 5):
+    """(frame with GT labels, tare scale): a scene as the simulated cell's camera sees it.
+
+    `generate_scene(seed, objects, layout, split)` rendered from the cell's camera with
+    the cell's render stream and full depth noise, then depth-scale tared against the
+    table plane known from the cell's extrinsics, as the camera node does.
+    """
+    from zerograsp_ros.perception.depth_tare import table_plane_in_camera, tare_frame
+    from zerograsp_ros.sim.cell_config import load_sim_cell_config
+    from zerograsp_ros.sim.scene import generate_scene, render_rgbd
+
+    cfg = load_sim_cell_config()
+    scene = generate_scene(seed, objects, layout, split)
+    rng = np.random.default_rng([seed, 31337])   # SimCell.load_scene's stream for this seed
+    frame = render_rgbd(scene, cfg.intrinsics, cfg.T_world_camera, rng, noise=True)
+    known = table_plane_in_camera(cfg.T_world_camera, (0.0, 0.0, 1.0, 0.0))
+    tared, result = tare_frame(frame, known)
+    return tared, result.scale
+
+
 def view_cameras(rng: np.random.Generator, views: int) -> list[np.ndarray]:
     """One camera near the cell's, the others on the grasp data set's sphere cap."""
     from zerograsp_ros.data.generate import (

@@ -218,7 +218,7 @@ class VotingConfig:
 
     foreground_threshold: float = 0.5
     cell: float = 2.0               # vote grid cell size
-    min_density: float = 3.0        # votes per cell (3x3 mean) that make a centre blob
+    min_density: float = 5.0        # votes per cell (3x3 mean) that make a centre blob (val)
     max_assign_cells: float = 6.0   # votes farther than this from every blob: background
     min_pixels: int = 40            # smaller instances are dropped (about 160 full pixels)
     max_objects: int = 32

@@ -285,7 +285,7 @@ def _learned_segmenter(**params):
 
 SEGMENTERS = {'learned': _learned_segmenter, 'tabletop': TabletopSegmenter,
               'sam2': Sam2Segmenter}
-DEFAULT_SEGMENTER = 'tabletop'
+DEFAULT_SEGMENTER = 'learned'     # val recall 0.95 vs tabletop 0.64 (segmentation_eval)
 FALLBACK_SEGMENTER = 'tabletop'
 
 

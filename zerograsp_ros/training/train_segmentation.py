@@ -181,7 +181,7 @@ def main(argv=None) -> None:
         dt = time.time() - t0
         elapsed += dt
         bar.update(int(elapsed) - bar.n if int(elapsed) > bar.n else 0)
-        bar.set_postfix(step=step, fg=f'{float(fg_loss):.3f}', off=f'{float(off_loss):.3f}')
+        bar.set_postfix(step=step, fg=f'{fg_loss.item():.3f}', off=f'{off_loss.item():.3f}')
         last = elapsed >= budget
         if step % args.eval_every == 0 or last:
             t1 = time.time()
