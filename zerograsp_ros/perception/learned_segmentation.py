@@ -20,7 +20,7 @@ which geometry alone (clustering of 3D points) cannot tell apart.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 import os
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from zerograsp_ros.perception.segmentation import (
     Segmentation,
     SegmenterUnavailable,
     TabletopConfig,
+    config_from_dict,
     fit_plane,
 )
 from zerograsp_ros.resources import package_path
@@ -225,14 +226,7 @@ class VotingConfig:
 
     @classmethod
     def from_dict(cls, params: dict) -> 'VotingConfig':
-        names = {f.name for f in fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise InputError(f'unknown learned segmentation parameter(s) {sorted(unknown)}; '
-                             f'known: {sorted(names)}')
-        cfg = cls(**params)
-        cfg.validate()
-        return cfg
+        return config_from_dict(cls, params, 'learned segmentation')
 
     def validate(self) -> None:
         if not 0 < self.foreground_threshold < 1:

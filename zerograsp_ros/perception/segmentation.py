@@ -28,6 +28,17 @@ class SegmenterUnavailable(CheckpointError):
     """A learned segmenter's package or weights are missing."""
 
 
+def config_from_dict(cls, params: dict, what: str):
+    """A segmenter config dataclass from node parameters: unknown names refused, values checked."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(params) - names
+    if unknown:
+        raise InputError(f'unknown {what} parameter(s) {sorted(unknown)}; known: {sorted(names)}')
+    cfg = cls(**params)
+    cfg.validate()
+    return cfg
+
+
 @dataclass
 class TabletopConfig:
     """Parameters of the geometric tabletop segmentation (metres)."""
@@ -50,14 +61,7 @@ class TabletopConfig:
 
     @classmethod
     def from_dict(cls, params: dict) -> 'TabletopConfig':
-        names = {f.name for f in fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise InputError(f'unknown tabletop segmentation parameter(s) {sorted(unknown)}; '
-                             f'known: {sorted(names)}')
-        cfg = cls(**params)
-        cfg.validate()
-        return cfg
+        return config_from_dict(cls, params, 'tabletop segmentation')
 
     def validate(self) -> None:
         positive = ('max_depth', 'plane_voxel', 'plane_distance', 'cluster_voxel',
