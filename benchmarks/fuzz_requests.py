@@ -37,6 +37,28 @@ ENCODINGS = ('rgb8', 'bgr8', 'mono8', '16UC1', '32FC1', '32SC1', 'mono16', 'yuv4
              'bayer_rggb8', '', 'RGB8', '8UC3', '64FC1', 'rgba8')
 
 
+
+def frame_4k():
+    """A 3840x2160 RGB-D frame with one object: the image-size limit must refuse it fast."""
+    from zerograsp_ros.geometry.camera import CameraIntrinsics
+    from zerograsp_ros.msg import RGBDFrame
+    from zerograsp_ros.nodes.conversions import (
+        intrinsics_to_camera_info,
+        make_header,
+        numpy_to_image,
+    )
+
+    h, w = 2160, 3840
+    header = make_header(CAMERA_FRAME, time.time())
+    depth = np.full((h, w), 700, np.uint16)
+    depth[900:1200, 1700:2000] = 640
+    return RGBDFrame(header=header,
+                     color=numpy_to_image(np.zeros((h, w, 3), np.uint8), 'rgb8', header),
+                     depth=numpy_to_image(depth, '16UC1', header),
+                     camera_info=intrinsics_to_camera_info(
+                         CameraIntrinsics(2600.0, 2600.0, w / 2, h / 2, w, h), header))
+
+
 class RequestFactory:
     def __init__(self, sample_dir, captured_frames):
         from zerograsp_ros.geometry.rgbd import load_frame_dir
@@ -243,23 +265,7 @@ class RequestFactory:
         return True, self._predict(frame, self._masks(labels, frame.header), refine=False)
 
     def predict_grasps_image_4k(self, rng):
-        from zerograsp_ros.geometry.camera import CameraIntrinsics
-        from zerograsp_ros.msg import RGBDFrame
-        from zerograsp_ros.nodes.conversions import (
-            intrinsics_to_camera_info,
-            make_header,
-            numpy_to_image,
-        )
-
-        h, w = 2160, 3840
-        header = make_header(CAMERA_FRAME, time.time())
-        depth = np.full((h, w), 700, np.uint16)
-        depth[900:1200, 1700:2000] = 640
-        frame = RGBDFrame(header=header,
-                          color=numpy_to_image(np.zeros((h, w, 3), np.uint8), 'rgb8', header),
-                          depth=numpy_to_image(depth, '16UC1', header),
-                          camera_info=intrinsics_to_camera_info(
-                              CameraIntrinsics(2600.0, 2600.0, w / 2, h / 2, w, h), header))
+        frame = frame_4k()
         return True, self._predict(frame, refine=False)
 
     def predict_grasps_broken_sizes(self, rng):

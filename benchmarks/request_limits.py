@@ -36,31 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fuzz_requests import frame_4k  # noqa: E402  (benchmarks/ is on the path from here)
+
 SAMPLE = ROOT / 'samples' / 'tabletop'
-CAMERA_FRAME = 'camera_color_optical_frame'
 # Stages outside the network run (GraspPipeline.predict), which the deadline cannot stop;
 # refinement gets only the time left (a /refine_grasps call with that timeout).
 NOT_NETWORK = {'message_decoding', 'validation', 'segmentation', 'refinement', 'total'}
-
-
-def frame_4k():
-    from zerograsp_ros.geometry.camera import CameraIntrinsics
-    from zerograsp_ros.msg import RGBDFrame
-    from zerograsp_ros.nodes.conversions import (
-        intrinsics_to_camera_info,
-        make_header,
-        numpy_to_image,
-    )
-
-    h, w = 2160, 3840
-    header = make_header(CAMERA_FRAME, time.time())
-    depth = np.full((h, w), 700, np.uint16)
-    depth[900:1200, 1700:2000] = 640
-    return RGBDFrame(header=header,
-                     color=numpy_to_image(np.zeros((h, w, 3), np.uint8), 'rgb8', header),
-                     depth=numpy_to_image(depth, '16UC1', header),
-                     camera_info=intrinsics_to_camera_info(
-                         CameraIntrinsics(2600.0, 2600.0, w / 2, h / 2, w, h), header))
 
 
 def sample_with_labels(labels: np.ndarray):
