@@ -190,3 +190,47 @@ def test_generate_dense_switch_adds_targets_and_keeps_sparse_labels(tmp_path):
     with pytest.raises(SystemExit):
         main(['--out', str(tmp_path), '--split', 'train', '--scenes', '1',
               '--dense-points', 'many'])
+
+
+def test_dense_only_scenes_train_on_best_view_labels_the_judge_accepts(tmp_path):
+    """Without sparse labels, training targets come from the dense ones, and they are grasps.
+
+    Each labelled point's best grasp (exact view, angle, depth, width), is judged on the
+    stored scene by the same judge; the
+    voxel-thinned obstacles may lose a few, a wrong frame or axis would lose most.
+    """
+    from zerograsp_ros.data.dataset import ShardDataset
+    from zerograsp_ros.data.generate import generate_split
+    from zerograsp_ros.grasp.representation import GraspSet
+    from zerograsp_ros.training.evaluate import grasp_success, scene_geometry
+    cfg = dl.DenseLabelConfig(points=48, contact_points=1500, view_stride=10, angle_stride=2)
+    manifest = generate_split(tmp_path / 'data', 'train', 1, seed=5, progress=False,
+                              num_objects=3, dense=cfg, size_levels=3,
+                              dense_cache=tmp_path / 'cache', sparse_labels=False)
+    assert manifest['sparse_labels'] is False
+    rec = ShardDataset(tmp_path / 'data' / 'train').record(0)
+    assert not any(k.endswith('grasp_points') for k in rec.arrays)
+    assert rec.has_dense_labels and rec.labelled_ids()
+    judged = 0
+    for oid in rec.labelled_ids():
+        tgt = rec.target(oid, sensor_frame=False)
+        tgt.validate()
+        assert len(tgt.grasp_points) == 48 and tgt.label_radius_m > 0.005
+        assert 0.0 <= tgt.graspness.min() and tgt.graspness.max() <= 1.0
+        np.testing.assert_allclose(np.linalg.norm(tgt.grasp_approach, axis=1), 1.0, atol=1e-5)
+        assert np.abs((tgt.grasp_approach * tgt.grasp_closing).sum(1)).max() < 1e-5
+        good = tgt.graspness > 0
+        if not good.any():
+            continue
+        R = np.stack([tgt.grasp_approach, tgt.grasp_closing,
+                      np.cross(tgt.grasp_approach, tgt.grasp_closing)], axis=2)[good]
+        n = int(good.sum())
+        grasps = GraspSet(R, tgt.grasp_points[good], tgt.grasp_width[good],
+                          tgt.grasp_depth[good], np.ones(n), tgt.grasp_quality[good],
+                          tgt.graspness[good], np.full(n, oid, np.int32))
+        ok = grasp_success(grasps, rec, scene_geometry(rec))[:, -1]
+        judged += n
+        assert ok.mean() >= 0.7, f'object {oid}: {ok.mean():.2f} of {n} best-view labels succeed'
+    assert judged >= 10
+    samples = ShardDataset(tmp_path / 'data' / 'train')[0]
+    assert all(t.has_grasp_labels for t in samples.targets.values())

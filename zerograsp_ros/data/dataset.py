@@ -7,7 +7,12 @@ object_ids, object_names, object_pixels; per object id k `obj<k>_`:
 mesh_vertices / mesh_faces / part_sizes (world frame, every object), and for
 visible objects (camera frame) surface_points, surface_normals, sdf_points,
 sdf_values, grasp_points, grasp_graspness_raw, grasp_quality, grasp_mu,
-grasp_approach, grasp_closing, grasp_width, grasp_depth, grasp_valid.
+grasp_approach, grasp_closing, grasp_width, grasp_depth, grasp_valid (sparse
+labels), or with `--dense-labels` dense_points, dense_graspness (per point and
+camera template view), dense_angle_bin, dense_depth_bin, dense_width and
+dense_quality, and per point its exact best grasp (dense_best_approach, _closing,
+_width, _depth, _quality, dense_has_grasp). Where dense targets exist training
+reads them instead.
 
 Graspness is handed to the model normalised per scene (raw / scene maximum),
 as GSNet does, because raw fractions of a coarse candidate grid are small.
@@ -25,6 +30,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 import trimesh
 
 from zerograsp_ros.data.generate import SCHEMA_VERSION
@@ -77,6 +83,17 @@ class SceneRecord:
             start += int(n)
         return parts
 
+    @property
+    def has_dense_labels(self) -> bool:
+        """Scenes generated with `--dense-labels`: training reads the dense targets."""
+        return any(f'obj{i}_dense_points' in self.arrays for i in self.labelled_ids())
+
+    def _dense_scene_max(self) -> float:
+        return max((float(self.arrays[f'obj{i}_dense_graspness'].astype(np.float32)
+                          .mean(1).max(initial=0.0))
+                    for i in self.labelled_ids() if f'obj{i}_dense_points' in self.arrays),
+                   default=0.0)
+
     def depth_scale(self) -> float:
         """The image-wide depth factor of the noise model (observed / noise-free depth)."""
         if 'depth_scale' not in self.arrays:
@@ -91,7 +108,9 @@ class SceneRecord:
         tgt = ObjectTarget(object_id=int(object_id),
                            surface_points=(a[k + 'surface_points'] * s).astype(np.float32),
                            surface_normals=a[k + 'surface_normals'])
-        if with_grasps and len(a[k + 'grasp_points']):
+        if with_grasps and self.has_dense_labels:
+            _put_dense_grasp_labels(tgt, a, k, s, self._dense_scene_max())
+        elif with_grasps and len(a.get(k + 'grasp_points', ())):
             scene_max = max((float(a[f'obj{i}_grasp_graspness_raw'].max(initial=0.0))
                              for i in self.labelled_ids()), default=0.0)
             tgt.grasp_points = (a[k + 'grasp_points'] * s).astype(np.float32)
@@ -109,6 +128,34 @@ class SceneRecord:
         return SceneSample(frame=self.frame(),
                            targets={i: self.target(i, with_grasps, sensor_frame)
                                     for i in self.labelled_ids()})
+
+
+def _put_dense_grasp_labels(tgt: ObjectTarget, a: dict, k: str, scale: float,
+                            scene_max: float) -> None:
+    """Dense targets (`dense_labels.py`) as per-point labels: each point's best grasp.
+
+    Point graspness is GSNet's mean over the views, normalised by the scene's maximum
+    like the sparse labels; approach, closing axis, depth, width and quality are the
+    exact best grasp of the point's best view (highest graspness, then quality).
+    Leaves take the nearest point's labels within twice the points' spacing, so
+    every surface leaf is labelled, not only the leaves next to a handful of points.
+    """
+    pts = a[k + 'dense_points'].astype(np.float64)
+    if not len(pts):
+        return
+    ok = a[k + 'dense_has_grasp'].astype(bool)
+    point_g = a[k + 'dense_graspness'].astype(np.float32).mean(1) / max(scene_max, 1e-6)
+    tgt.grasp_points = (pts * scale).astype(np.float32)
+    tgt.graspness = np.where(ok, point_g, 0.0).astype(np.float32)
+    tgt.grasp_quality = a[k + 'dense_best_quality'].astype(np.float32)
+    approach = a[k + 'dense_best_approach'].astype(np.float32)
+    tgt.grasp_approach = np.where(ok[:, None], approach, (0.0, 0.0, 1.0)).astype(np.float32)
+    closing = a[k + 'dense_best_closing'].astype(np.float32)
+    tgt.grasp_closing = np.where(ok[:, None], closing, (0.0, 1.0, 0.0)).astype(np.float32)
+    tgt.grasp_width = a[k + 'dense_best_width'].astype(np.float32)
+    tgt.grasp_depth = a[k + 'dense_best_depth'].astype(np.float32)
+    spacing = cKDTree(pts).query(pts, k=2)[0][:, 1] if len(pts) > 1 else np.zeros(1)
+    tgt.label_radius_m = float(2.0 * np.median(spacing) * scale)
 
 
 def estimate_depth_scale(record: SceneRecord) -> float:

@@ -333,6 +333,14 @@ class DensePointTargets:
     depth_bin: np.ndarray    # (P, U) into GRASPNET_DEPTHS, -1 none
     width: np.ndarray        # (P, U) metres
     quality: np.ndarray      # (P, U) in [0, 1]
+    # per point, the exact best grasp of its best object view (highest graspness, then
+    # quality), camera frame; zeros where the point has none (best_quality 0)
+    best_approach: np.ndarray | None = None   # (P, 3)
+    best_closing: np.ndarray | None = None    # (P, 3)
+    best_width: np.ndarray | None = None      # (P,)
+    best_depth: np.ndarray | None = None      # (P,) metres
+    best_quality: np.ndarray | None = None    # (P,)
+    has_grasp: np.ndarray | None = None       # (P,) bool
 
     @property
     def point_graspness(self) -> np.ndarray:
@@ -364,12 +372,33 @@ def dense_point_targets(cands: ObjectCandidates, labels: ObjectViewLabels,
         step = np.pi / GRASPNET_NUM_ANGLES
         angle_bin[p_idx, u_idx] = (np.round(np.mod(theta, np.pi) / step).astype(np.int64)
                                    % GRASPNET_NUM_ANGLES)
+    best = _best_grasps(labels, config, R_co)
     return DensePointTargets(
+        **best,
         points=(cands.points.astype(np.float64) @ R_co.T + T[:3, 3]).astype(np.float32),
         normals=(cands.normals.astype(np.float64) @ R_co.T).astype(np.float32),
         graspness=labels.graspness[:, nearest], angle_bin=angle_bin,
         depth_bin=labels.depth_index[:, nearest], width=labels.width[:, nearest],
         quality=labels.quality[:, nearest])
+
+
+def _best_grasps(labels: ObjectViewLabels, config: DenseLabelConfig, R_co: np.ndarray) -> dict:
+    """Per point the best object view's grasp, exact (no template approximation)."""
+    has = labels.angle_index >= 0
+    best = np.where(has, labels.graspness + 1e-3 * labels.quality, -1.0).argmax(1)
+    rows = np.arange(len(best))
+    ok = has[rows, best]
+    angle = np.where(ok, labels.angle_index[rows, best], 0)
+    R = R_co @ rotation_from_approach(config.views()[best], config.angles()[angle]
+                                      ).astype(np.float64)
+    depth = np.asarray(config.depths, dtype=np.float64)[np.clip(labels.depth_index[rows, best],
+                                                                0, None)]
+    return {'best_approach': R[:, :, 0].astype(np.float32),
+            'best_closing': R[:, :, 1].astype(np.float32),
+            'best_width': np.where(ok, labels.width[rows, best], 0.0).astype(np.float32),
+            'best_depth': np.where(ok, depth, 0.0).astype(np.float32),
+            'best_quality': np.where(ok, labels.quality[rows, best], 0.0).astype(np.float32),
+            'has_grasp': ok}
 
 
 def leaf_grasp_targets(targets: DensePointTargets, leaf_points_m: np.ndarray,

@@ -19,7 +19,10 @@ rendering with dex depth noise and edge dropout). Per scene:
   * opt-in `--dense-labels` (see `dense_labels.py`): per visible object, dense
     targets over GraspNet's 300 camera views at `DenseLabelConfig.points` surface
     points: `dense_points`, `dense_graspness`, `dense_angle_bin`, `dense_depth_bin`,
-    `dense_width`, `dense_quality` (the sparse labels stay). Object sizes are then
+    `dense_width`, `dense_quality`, and each point's exact best grasp
+    `dense_best_{approach,closing,width,depth,quality}` and `dense_has_grasp`; the sparse grasp labels are then skipped (they
+    took two thirds of a scene's time and training reads the dense ones) unless
+    `--keep-sparse-labels`. Object sizes are then
     quantised to `--size-levels` (default 3) so meshes repeat and the per-mesh label
     cache is reused; without the switch scenes are drawn as before.
 
@@ -81,12 +84,14 @@ def scene_seed(seed: int, split: str, index: int) -> int:
 def generate_scene_record(seed: int, split: str, config: LabelConfig | None = None,
                           num_objects: int | None = None,
                           dense: DenseLabelConfig | None = None, size_levels: int | None = None,
-                          dense_cache: str | Path | None = None) -> dict[str, np.ndarray]:
+                          dense_cache: str | Path | None = None,
+                          sparse_labels: bool = True) -> dict[str, np.ndarray]:
     """Generate and label one scene; returns flat arrays (see `dataset.py` for the keys).
 
     dense: also write dense targets (module doc), with the per-mesh stage cached in
     dense_cache (default `dense_labels.default_cache_dir()`). size_levels quantises
     object sizes (`sim.scene.generate_scene`); None keeps them continuous.
+    sparse_labels False skips the sparse `grasp_*` labels (dense runs).
     """
     from zerograsp_ros.sim.scene import generate_scene, render_rgbd, sample_camera_pose
 
@@ -105,7 +110,8 @@ def generate_scene_record(seed: int, split: str, config: LabelConfig | None = No
     shapes = [ObjectShape(o.mesh_world(), [_posed(p, o.pose) for p in o.parts])
               for o in scene.objects]
     ids = np.array([o.object_id for o in scene.objects], dtype=np.int64)
-    geometry = build_scene_geometry(shapes, ids, config, rng, table_z=0.0)
+    geometry = (build_scene_geometry(shapes, ids, config, rng, table_z=0.0)
+                if sparse_labels else None)
     pixels = np.array([(frame.labels == i).sum() for i in ids], dtype=np.int64)
 
     depth = np.nan_to_num(frame.depth, nan=0.0)
@@ -140,14 +146,27 @@ def generate_scene_record(seed: int, split: str, config: LabelConfig | None = No
             continue
         pts, nrm = shape.sample_surface(config.surface_points, rng)
         sdf_q, sdf_v = shape.sample_sdf(config.sdf_points, config.sdf_sigma, rng)
-        above = np.nonzero(pts[:, 2] > 0.004)[0]  # points touching the table cannot be grasped
-        pick = rng.choice(above, size=min(config.grasp_points, len(above)), replace=False)
-        g = label_object_grasps(pts[pick], nrm[pick], j, geometry, config)
         R = T_cw[:3, :3]
         rec[k + 'surface_points'] = transform_points(T_cw, pts).astype(np.float32)
         rec[k + 'surface_normals'] = (nrm @ R.T).astype(np.float32)
         rec[k + 'sdf_points'] = transform_points(T_cw, sdf_q).astype(np.float32)
         rec[k + 'sdf_values'] = sdf_v.astype(np.float32)
+        if dense_targets is not None:
+            d = dense_targets[j]
+            rec[k + 'dense_points'] = d.points
+            rec[k + 'dense_graspness'] = d.graspness.astype(np.float16)
+            rec[k + 'dense_angle_bin'] = d.angle_bin
+            rec[k + 'dense_depth_bin'] = d.depth_bin
+            rec[k + 'dense_width'] = d.width.astype(np.float16)
+            rec[k + 'dense_quality'] = d.quality.astype(np.float16)
+            for name in ('approach', 'closing', 'width', 'depth', 'quality'):
+                rec[k + f'dense_best_{name}'] = getattr(d, f'best_{name}')
+            rec[k + 'dense_has_grasp'] = d.has_grasp
+        if geometry is None:
+            continue
+        above = np.nonzero(pts[:, 2] > 0.004)[0]  # points touching the table cannot be grasped
+        pick = rng.choice(above, size=min(config.grasp_points, len(above)), replace=False)
+        g = label_object_grasps(pts[pick], nrm[pick], j, geometry, config)
         rec[k + 'grasp_points'] = transform_points(T_cw, g.points).astype(np.float32)
         rec[k + 'grasp_graspness_raw'] = g.graspness
         rec[k + 'grasp_quality'] = g.quality
@@ -157,14 +176,6 @@ def generate_scene_record(seed: int, split: str, config: LabelConfig | None = No
         rec[k + 'grasp_width'] = g.width
         rec[k + 'grasp_depth'] = g.depth
         rec[k + 'grasp_valid'] = g.valid
-        if dense_targets is not None:
-            d = dense_targets[j]
-            rec[k + 'dense_points'] = d.points
-            rec[k + 'dense_graspness'] = d.graspness.astype(np.float16)
-            rec[k + 'dense_angle_bin'] = d.angle_bin
-            rec[k + 'dense_depth_bin'] = d.depth_bin
-            rec[k + 'dense_width'] = d.width.astype(np.float16)
-            rec[k + 'dense_quality'] = d.quality.astype(np.float16)
     return rec
 
 
@@ -208,12 +219,12 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
                    progress: bool = True, command: str | None = None,
                    num_objects: int | None = None, part: int = 0, parts: int = 1,
                    dense: DenseLabelConfig | None = None, size_levels: int | None = None,
-                   dense_cache: str | Path | None = None) -> dict:
+                   dense_cache: str | Path | None = None, sparse_labels: bool = True) -> dict:
     """Generate (or finish) `scenes` scenes of a split; returns the manifest.
 
     num_objects fixes the object count (default: drawn from OBJECTS_PER_SCENE).
     part/parts: this process writes only the shards with number % parts == part.
-    dense / size_levels / dense_cache: see `generate_scene_record`.
+    dense / size_levels / dense_cache / sparse_labels: see `generate_scene_record`.
     """
     from tqdm import tqdm
 
@@ -234,7 +245,8 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         else:
             jobs.append((out, split, seed, shard, first, count, config, num_objects,
                          {'dense': dense, 'size_levels': size_levels,
-                          'dense_cache': None if dense_cache is None else str(dense_cache)}))
+                          'dense_cache': None if dense_cache is None else str(dense_cache),
+                          'sparse_labels': sparse_labels}))
     t0 = time.perf_counter()
     mine = sum(min(scenes_per_shard, scenes - s * scenes_per_shard)
                for s in range(part, n_shards, parts))
@@ -258,6 +270,7 @@ def generate_split(out: str | Path, split: str, scenes: int, seed: int, workers:
         'shards': [shard_path(out, split, s).name for s in range(n_shards)],
         'label_config': _jsonable(asdict(config)),
         'dense_label_config': None if dense is None else _jsonable(asdict(dense)),
+        'sparse_labels': sparse_labels,
         'size_levels': size_levels,
         'generator': {'objects_per_scene': num_objects or OBJECTS_PER_SCENE,
                       'packed_fraction': PACKED_FRACTION,
@@ -303,7 +316,10 @@ def main(argv=None) -> None:
                     help='this machine writes shards number %% parts == part')
     ap.add_argument('--parts', type=int, default=1, help='machines sharing the split')
     ap.add_argument('--dense-labels', action='store_true',
-                    help='also write dense targets (data/dense_labels.py); quantises sizes')
+                    help='write dense targets (data/dense_labels.py) instead of the sparse '
+                         'grasp labels; quantises sizes')
+    ap.add_argument('--keep-sparse-labels', action='store_true',
+                    help='with --dense-labels, also write the sparse grasp labels')
     ap.add_argument('--dense-points', type=int, default=DenseLabelConfig.points,
                     help='labelled surface points per object for --dense-labels')
     ap.add_argument('--dense-cache', default=None,
@@ -323,7 +339,8 @@ def main(argv=None) -> None:
     m = generate_split(args.out, args.split, args.scenes, args.seed, args.workers,
                        args.scenes_per_shard, config, command=cmd, num_objects=args.objects,
                        part=args.part, parts=args.parts, dense=dense,
-                       size_levels=size_levels, dense_cache=args.dense_cache)
+                       size_levels=size_levels, dense_cache=args.dense_cache,
+                       sparse_labels=dense is None or args.keep_sparse_labels)
     print(f"{args.split}: {m['scenes']} scenes in {len(m['shards'])} shards at "
           f"{Path(args.out) / args.split} ({m['seconds_this_run']} s this run)")
 

@@ -385,7 +385,8 @@ def ground_truth_octree(samples: list[SceneSample], scenes: list[SceneObservatio
                 octree.points[D].numpy() * 2.0 ** (1 - D) - 1.0)
             t = leaf_targets(tgt, centres_m, octree.normals[D].numpy(), avg_m,
                              config.voxel_size_m, config.max_grasp_width_m,
-                             config.max_grasp_depth_m, config.grasp_label_radius_m)
+                             config.max_grasp_depth_m,
+                             tgt.label_radius_m or config.grasp_label_radius_m)
             octrees.append(octree)
             feats.append(torch.from_numpy(t))
             has_grasps.append(tgt.has_grasp_labels)

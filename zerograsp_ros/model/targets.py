@@ -31,6 +31,7 @@ class ObjectTarget:
     grasp_closing: np.ndarray | None = None   # (G,3) unit closing axis of best grasp
     grasp_width: np.ndarray | None = None     # (G,) metres
     grasp_depth: np.ndarray | None = None     # (G,) metres
+    label_radius_m: float | None = None       # leaves this close take a label (None: config)
 
     @property
     def has_grasp_labels(self) -> bool:
