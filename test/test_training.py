@@ -71,6 +71,9 @@ def test_tiny_generate_train_resume_evaluate(tiny_data, tmp_path):
                                       '--val-scenes', '1', '--quiet', '--log-every', '1'])
     summary = train(args)
     assert summary['step'] == 2
+    # best.pt is chosen by the refined grasp AP on validation (scenes without survivors: 0)
+    assert summary['select_by'] == 'val_grasp_ap' and 0.0 <= summary['val_grasp_ap'] <= 1.0
+    assert summary['best_score'] == summary['val_grasp_ap'] and (run / 'best.pt').is_file()
     for name in ('last.pt', 'train_state.pt', 'train.log', 'metrics.jsonl'):
         assert (run / name).is_file(), name
     losses = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]

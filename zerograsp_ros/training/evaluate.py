@@ -253,6 +253,15 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
     return result if full_result else result.grasps
 
 
+def refined_grasp_ap(pred, record: SceneRecord) -> float:
+    """One scene's AP (mu 0.2-1.2, k 1-10) after the full refinement; 0 without survivors."""
+    refined = refine_on_reconstruction(pred, record)
+    if not len(refined):
+        return 0.0
+    s = grasp_success(refined.subset(slice(0, max(TOP_K))), record).astype(float)
+    return float(np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)]))
+
+
 def _precision(grasp_rows: list[dict]) -> dict:
     mu_i = FRICTION_COEFFICIENTS.index(PRECISION_MU)
     out = {'scenes': len(grasp_rows), 'mu': PRECISION_MU}

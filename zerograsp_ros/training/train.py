@@ -6,7 +6,9 @@
 Writes into --out: train.log (one line per logged step + validations),
 metrics.jsonl (machine-readable), last.pt (model checkpoint, the format of
 `model.checkpoint`), train_state.pt (optimizer, step, RNG, elapsed time; for
---resume) and best.pt (the checkpoint with the best validation F-1 at 1 cm).
+--resume) and best.pt (the checkpoint with the best validation score: by default the
+grasp AP after the full refinement on the first --val-grasp-scenes validation scenes,
+`--select-by f1` for the reconstruction F-1 at 1 cm).
 The same command runs on a GPU (--device cuda or auto) without changes, and
 under torchrun on several processes or machines:
 
@@ -231,15 +233,27 @@ def learning_rate(step: int, base: float, warmup: int, halve_every: int) -> floa
     return base * 0.5 ** ((step - warmup) // max(halve_every, 1))
 
 
-def validate(model: ZeroGraspNet, records: list[SceneRecord], device, max_objects: int) -> dict:
-    """Reconstruction metrics of the predictor on validation scenes (eval mode)."""
+def validate(model: ZeroGraspNet, records: list[SceneRecord], device, max_objects: int,
+             grasp_scenes: int = 0) -> dict:
+    """Reconstruction metrics of the predictor on validation scenes (eval mode).
+
+    With grasp_scenes > 0, also `val_grasp_ap`: on the first grasp_scenes scenes, the
+    label judge's AP (mu 0.2-1.2, k 1-10, as `training.evaluate`) of the grasps that
+    survive the full refinement, a scene without survivors counting 0 (a head that
+    leaves scenes empty must not look better for it).
+    """
     from zerograsp_ros.model.inference import ZeroGraspPredictor
-    from zerograsp_ros.training.evaluate import reconstruction_metrics
+    from zerograsp_ros.training.evaluate import (
+        reconstruction_metrics,
+        refined_grasp_ap,
+    )
 
     predictor = ZeroGraspPredictor(model, model.config, device)
-    rows = []
-    for rec in records:
+    rows, grasp_ap = [], []
+    for si, rec in enumerate(records):
         pred = predictor.predict(rec.frame(), object_ids=rec.labelled_ids(), with_mesh=False)
+        if si < grasp_scenes:
+            grasp_ap.append(refined_grasp_ap(pred, rec))
         by_id = {o.object_id: o for o in pred.objects}
         for oid in rec.labelled_ids():
             gt = rec.target(oid, with_grasps=False, sensor_frame=True)
@@ -251,12 +265,14 @@ def validate(model: ZeroGraspNet, records: list[SceneRecord], device, max_object
             if len(rows) >= max_objects:
                 break
     model.train()
-    if not rows:
-        return {'val_objects': 0}
-    return {'val_objects': len(rows),
-            'val_cd_mm': float(np.mean([r['cd_mm'] for r in rows])),
-            'val_f1': float(np.mean([r['f1'] for r in rows])),
-            'val_nc': float(np.mean([r['nc'] for r in rows]))}
+    out = {'val_objects': len(rows)}
+    if grasp_ap:
+        out.update(val_grasp_ap=float(np.mean(grasp_ap)), val_grasp_scenes=len(grasp_ap))
+    if rows:
+        out.update(val_cd_mm=float(np.mean([r['cd_mm'] for r in rows])),
+                   val_f1=float(np.mean([r['f1'] for r in rows])),
+                   val_nc=float(np.mean([r['nc'] for r in rows])))
+    return out
 
 
 def train(args) -> dict:
@@ -280,7 +296,9 @@ def train(args) -> dict:
         raise InputError(f'no labelled training scenes under {data / "train"}'
                          + (f' for rank {ddp.rank} of {ddp.world_size}' if ddp.enabled else ''))
     state_path, last_path, best_path = out / 'train_state.pt', out / 'last.pt', out / 'best.pt'
-    step, elapsed, best_f1 = 0, 0.0, -1.0
+    step, elapsed, best_score = 0, 0.0, -1.0
+    select_key = 'val_grasp_ap' if args.select_by == 'grasp_ap' else 'val_f1'
+    grasp_scenes = args.val_grasp_scenes if args.select_by == 'grasp_ap' else 0
     set_seeds(args.seed)
     if args.resume and last_path.is_file() and state_path.is_file():
         model, config, _ = load_checkpoint(last_path, device=device)
@@ -288,7 +306,10 @@ def train(args) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
         if not args.freeze_backbone:   # else loaded below, over the head's parameters only
             optimizer.load_state_dict(state['optimizer'])
-        step, elapsed, best_f1 = state['step'], state['elapsed'], state.get('best_f1', -1.0)
+        step, elapsed = state['step'], state['elapsed']
+        # a best score of another selection (older states: F-1) does not carry over
+        if state.get('select_by', 'f1') == args.select_by:
+            best_score = state.get('best_score', state.get('best_f1', -1.0))
         rng = np.random.default_rng()
         rng.bit_generator.state = state['rng']
         torch.set_rng_state(state['torch_rng'])
@@ -331,7 +352,8 @@ def train(args) -> dict:
     def save_state():
         save(last_path)
         torch.save({'optimizer': optimizer.state_dict(), 'step': step,
-                    'elapsed': time.time() - t_start, 'best_f1': best_f1,
+                    'elapsed': time.time() - t_start, 'best_score': best_score,
+                    'select_by': args.select_by,
                     'rng': rng.bit_generator.state, 'torch_rng': torch.get_rng_state()},
                    state_path.with_name(state_path.name + '.tmp'))
         os.replace(state_path.with_name(state_path.name + '.tmp'), state_path)
@@ -388,13 +410,13 @@ def train(args) -> dict:
         if not ddp.is_main:
             continue
         if val_recs and now - last_val > args.val_every_min * 60:
-            v = validate(model, val_recs, device, args.val_objects)
+            v = validate(model, val_recs, device, args.val_objects, grasp_scenes)
             log.metrics('val', step, v)
             log.line(f'validation at step {step}: {v}')
-            if v.get('val_f1', -1.0) > best_f1:
-                best_f1 = v['val_f1']
+            if v.get(select_key, -1.0) > best_score:
+                best_score = v[select_key]
                 save(best_path)
-                log.line(f'new best val F-1 {best_f1:.4f} -> {best_path}')
+                log.line(f'new best {select_key} {best_score:.4f} -> {best_path}')
             last_val = time.time()
         if now - last_ckpt > args.ckpt_every_min * 60:
             save_state()
@@ -410,15 +432,15 @@ def train(args) -> dict:
     summary = {'step': step, 'train_minutes': round((time.time() - t_start) / 60, 2),
                'world_size': ddp.world_size}
     if val_recs:
-        v = validate(model, val_recs, device, args.val_objects)
+        v = validate(model, val_recs, device, args.val_objects, grasp_scenes)
         log.metrics('val', step, v)
         log.line(f'final validation at step {step}: {v}')
-        if v.get('val_f1', -1.0) > best_f1:
-            best_f1 = v['val_f1']
+        if v.get(select_key, -1.0) > best_score:
+            best_score = v[select_key]
             save(best_path)
         summary.update(v)
         save_state()
-    summary.update(best_val_f1=best_f1, machine=f'{platform.platform()} ({os.cpu_count()} cpus)')
+    summary.update(best_score=best_score, select_by=select_key, machine=f'{platform.platform()} ({os.cpu_count()} cpus)')
     log.line(f'done: {summary}')
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     ddp.close()
@@ -498,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--max-train-scenes', type=int, default=None)
     ap.add_argument('--val-scenes', type=int, default=8)
     ap.add_argument('--val-objects', type=int, default=40)
+    ap.add_argument('--select-by', default='grasp_ap', choices=('grasp_ap', 'f1'),
+                    help='best.pt: best refined grasp AP (default) or reconstruction F-1')
+    ap.add_argument('--val-grasp-scenes', type=int, default=6,
+                    help='validation scenes judged for the refined grasp AP')
     ap.add_argument('--val-every-min', type=float, default=10.0)
     ap.add_argument('--ckpt-every-min', type=float, default=5.0)
     ap.add_argument('--log-every', type=int, default=10)
