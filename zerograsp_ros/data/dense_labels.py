@@ -48,6 +48,7 @@ from zerograsp_ros.data.labels import (
     ObjectShape,
     SceneGeometry,
     _near,
+    _poses_hit,
     _slab,
     _table_collision,
     judge_grasps,
@@ -260,12 +261,9 @@ def _blocked(R, t, depth, width, y_left, y_right, foreign, table, gripper: Gripp
                            (depth.min() - reach, depth.max()))
     if len(ki) == 0:
         return blocked
-    b = boxes[ki]
-    hit = ((x[:, None] > b[:, :, 0, 0]) & (x[:, None] < b[:, :, 1, 0])
-           & (y[:, None] > b[:, :, 0, 1]) & (y[:, None] < b[:, :, 1, 1])
-           & (z[:, None] > b[:, :, 0, 2]) & (z[:, None] < b[:, :, 1, 2])).any(1)
-    hit |= _foreign_contact(x, y, z, depth[ki], y_left[ki], y_right[ki], gripper)
-    return blocked | (np.bincount(ki[hit], minlength=kc) > 0)
+    contact = _foreign_contact(x, y, z, depth[ki], y_left[ki], y_right[ki], gripper)
+    return (blocked | _poses_hit(boxes, ki, (x, y, z))
+            | (np.bincount(ki[contact], minlength=kc) > 0))
 
 
 def _foreign_contact(x, y, z, depth, y_left, y_right, gripper: GripperModel) -> np.ndarray:

@@ -284,6 +284,25 @@ def _slab(points: np.ndarray, R: np.ndarray, t: np.ndarray, half_height: float,
     return ki, mi, local[mi, ki, 0], local[mi, ki, 1], local[mi, ki, 2]
 
 
+def _poses_hit(boxes: np.ndarray, pose: np.ndarray, coords) -> np.ndarray:
+    """(K,) whether any point lies strictly inside any box of its pose; boxes (K, B, 2, 3).
+
+    Open boxes, so a point on a face is free. Box by box (the housing, which most
+    points behind the fingers hit, first) and axis by axis, on the points of poses
+    not yet hit: most pairs are decided by the first test.
+    """
+    hit = np.zeros(len(boxes), bool)
+    for j in sorted(range(boxes.shape[1]), reverse=True):
+        cand = np.nonzero(~hit[pose])[0]
+        for axis, values in enumerate(coords):
+            if not len(cand):
+                break
+            k, v = pose[cand], values[cand]
+            cand = cand[(v > boxes[k, j, 0, axis]) & (v < boxes[k, j, 1, axis])]
+        hit[pose[cand]] = True
+    return hit
+
+
 def _first_per_group(group: np.ndarray, key: np.ndarray, count: int) -> np.ndarray:
     """Index of the smallest key per group (groups sorted ascending), -1 for empty groups."""
     out = np.full(count, -1)
@@ -408,11 +427,7 @@ def judge_grasps(rotations: np.ndarray, translations: np.ndarray, depths: np.nda
             boxes = gripper.boxes(np.minimum(width, max_width), d)
             collision = too_wide | _table_collision(Rc, tc, boxes, geometry)
             if len(oki):
-                b = boxes[oki]  # (n, 4, 2, 3): open boxes, so a point on a face is free
-                hit = ((ox[:, None] > b[:, :, 0, 0]) & (ox[:, None] < b[:, :, 1, 0])
-                       & (oy[:, None] > b[:, :, 0, 1]) & (oy[:, None] < b[:, :, 1, 1])
-                       & (oz[:, None] > b[:, :, 0, 2]) & (oz[:, None] < b[:, :, 1, 2])).any(1)
-                collision |= np.bincount(oki[hit], minlength=kc) > 0
+                collision |= _poses_hit(boxes, oki, (ox, oy, oz))
             res['collision'][sl, col] = collision
             res['empty'][sl, col] = empty
             res['width'][sl, col] = width
