@@ -14,10 +14,12 @@ times with `zerograsp_ros.data.generate.generate_split` and `--workers` processe
 - dense_warm: the same scenes again with the cache the cold run filled: only the
   per-scene stage (table + neighbour collisions, targets) is paid;
 - dense_only_warm: as dense_warm without the sparse labels, which is what
-  `--dense-labels` writes now (`--keep-sparse-labels` gives dense_warm's scenes). A long campaign sits
-  between the two: primitives (about 30 % of objects, 75 size variants) are warm after a
-  few dozen scenes, while one of the ~2,400 train mesh variants (800 meshes x 3 levels)
-  comes back only about every 600 scenes (3.9 mesh objects per scene).
+  `--dense-labels` writes now (`--keep-sparse-labels` gives dense_warm's scenes).
+
+A long campaign sits between cold and warm: primitives (about 30 % of objects, 75 size
+variants) are warm after a few dozen scenes, while one of the ~2,400 train mesh variants
+(800 meshes x 3 levels) comes back only about every 600 scenes (3.9 mesh objects per
+scene).
 
 Figures are wall-clock scenes per minute over the whole run (shards of one scene).
 The machine's load average is recorded: on a shared machine the absolute numbers are

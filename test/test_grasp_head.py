@@ -206,3 +206,63 @@ def test_decoding_against_the_table_plane_keeps_the_fingers_above_it():
     low = np.einsum('nkij,j->nki', loose['rotation'].numpy(), up)[..., 0] * \
         loose['depth'].numpy() + (pts @ up + 0.5)[:, None]
     assert (low < 0).any()
+
+
+def test_dense_view_graspness_is_a_soft_view_target():
+    """Dense labels' graspness over views reaches the leaves and trains the view logits."""
+    import torch.nn.functional as F
+
+    from zerograsp_ros.model.grasp_bins import paper_grasp_losses
+    from zerograsp_ros.model.network import ZeroGraspNet, training_step
+    from zerograsp_ros.model.synthetic import table_sample
+    from zerograsp_ros.model.targets import ObjectTarget, leaf_targets, view_map
+
+    templates = fibonacci_views(300)
+    # one labelled point whose only graspable template is u: the model views that map to u
+    u = int(np.argmax(templates @ fibonacci_views(PAPER.grasp_views)[7]))
+    views = np.zeros((1, 300), np.float32)
+    views[0, u] = 0.6
+    pts = np.array([[0.0, 0.0, 0.5]], np.float32)
+    tgt = ObjectTarget(1, pts, np.array([[0.0, 0.0, -1.0]], np.float32), pts,
+                       np.ones(1, np.float32), np.ones(1, np.float32),
+                       templates[u:u + 1].astype(np.float32), np.array([[0.0, 1.0, 0.0]]),
+                       np.full(1, 0.05), np.full(1, 0.02), view_graspness=views)
+    rows = leaf_targets(tgt, pts, pts * 0, pts, 0.004, 0.1, 0.04, 0.005, PAPER.grasp_views)
+    assert rows.shape == (1, 15 + PAPER.grasp_views)
+    assert rows[0, 15 + 7] == pytest.approx(0.6)
+    assert set(np.nonzero(rows[0, 15:])[0]) == set(np.nonzero(view_map(300, 60) == u)[0])
+
+    # the loss: a view distribution equal to the target scores better than a uniform one,
+    # and rows without view mass fall back to the best view's cross-entropy
+    sl = head_slices(PAPER)
+    t = torch.zeros((2, 15 + PAPER.grasp_views))
+    t[:, 4], t[:, 14] = 1.0, 1.0
+    t[:, 6:9] = torch.from_numpy(fibonacci_views(PAPER.grasp_views)[[3, 3]])
+    t[:, 9:12] = torch.from_numpy(
+        rotation_from_approach(fibonacci_views(PAPER.grasp_views)[[3, 3]])[:, :, 1])
+    t[0, 15 + 3], t[0, 15 + 4] = 0.5, 0.5
+    sig = torch.zeros((2, sl['width'].stop))
+    mask = torch.ones(2, dtype=torch.bool)
+    uniform = paper_grasp_losses(sig, t, mask, mask, PAPER, lambda v, m: v[m].mean())['view']
+    sig[:, sl['view']][:, [3, 4]] = 8.0
+    sharp = paper_grasp_losses(sig, t, mask, mask, PAPER, lambda v, m: v[m].mean())['view']
+    hard = F.cross_entropy(sig[1:, sl['view']], torch.tensor([3]))
+    soft = -(torch.log_softmax(sig[:1, sl['view']], 1)[0, [3, 4]]).mean()
+    assert sharp < uniform and float(sharp) == pytest.approx(float((hard + soft) / 2), rel=1e-5)
+
+    # end to end: a few steps on a scene whose targets carry view graspness lower the term
+    torch.manual_seed(0)
+    model = ZeroGraspNet(PAPER)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    sample = table_sample(2, seed=3)
+    for target in sample.targets.values():
+        near = templates @ np.asarray(target.grasp_approach, np.float64).T      # (300, G)
+        target.view_graspness = np.where(near.T > 0.95, near.T, 0.0).astype(np.float16)
+    first = None
+    for step in range(12):
+        loss, terms = training_step(model, [sample], step, 'cpu')
+        first = first or terms
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.isfinite(terms['total']) and terms['view'] < 0.9 * first['view']

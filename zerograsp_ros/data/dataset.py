@@ -154,6 +154,7 @@ def _put_dense_grasp_labels(tgt: ObjectTarget, a: dict, k: str, scale: float,
     tgt.grasp_closing = np.where(ok[:, None], closing, (0.0, 1.0, 0.0)).astype(np.float32)
     tgt.grasp_width = a[k + 'dense_best_width'].astype(np.float32)
     tgt.grasp_depth = a[k + 'dense_best_depth'].astype(np.float32)
+    tgt.view_graspness = np.where(ok[:, None], a[k + 'dense_graspness'], 0).astype(np.float16)
     spacing = cKDTree(pts).query(pts, k=2)[0][:, 1] if len(pts) > 1 else np.zeros(1)
     tgt.label_radius_m = float(2.0 * np.median(spacing) * scale)
 

@@ -20,9 +20,9 @@ rendering with dex depth noise and edge dropout). Per scene:
     targets over GraspNet's 300 camera views at `DenseLabelConfig.points` surface
     points: `dense_points`, `dense_graspness`, `dense_angle_bin`, `dense_depth_bin`,
     `dense_width`, `dense_quality`, and each point's exact best grasp
-    `dense_best_{approach,closing,width,depth,quality}` and `dense_has_grasp`; the sparse grasp labels are then skipped (they
-    took two thirds of a scene's time and training reads the dense ones) unless
-    `--keep-sparse-labels`. Object sizes are then
+    `dense_best_{approach,closing,width,depth,quality}` and `dense_has_grasp`. The
+    sparse grasp labels are then skipped (they took two thirds of a scene's time and
+    training reads the dense ones) unless `--keep-sparse-labels`. Object sizes are then
     quantised to `--size-levels` (default 3) so meshes repeat and the per-mesh label
     cache is reused; without the switch scenes are drawn as before.
 

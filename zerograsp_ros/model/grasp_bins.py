@@ -12,7 +12,9 @@ and logits over
   * width: `grasp_width_bins` equal bins over [0, max_grasp_width_m].
 Targets come from the per-leaf labels of targets.py (the best grasp's approach,
 closing axis, width and depth): the nearest view, the angle of the closing axis
-projected into that view's plane, the nearest depth and the width's bin.
+projected into that view's plane, the nearest depth and the width's bin. With
+dense labels the view target is the leaf's graspness over the views (soft
+cross-entropy), so every view that grasps counts, as in GSNet.
 Decoding keeps, per leaf, the `grasp_views_per_leaf` most likely views among
 those reachable from above the table (approach within
 `decode_approach_cone_deg` of straight down, given the table's up direction in
@@ -33,6 +35,8 @@ from zerograsp_ros.grasp.representation import (
     rotation_from_approach,
 )
 from zerograsp_ros.model.config import ModelConfig
+
+VIEW_COLUMNS = slice(15, None)   # per-leaf view graspness after the 15 target columns
 
 
 def head_slices(config: ModelConfig) -> dict[str, slice]:
@@ -153,6 +157,16 @@ def paper_grasp_losses(signal: torch.Tensor, targets: torch.Tensor, graspable: t
         sig = signal[labelled]
         for name in ('view', 'angle', 'depth', 'width'):
             terms[name] = F.cross_entropy(sig[:, sl[name]], bins[name])
+        if targets.shape[1] > VIEW_COLUMNS.start:
+            # dense labels: the view distribution is the graspness over the views (GSNet),
+            # not only the best view
+            views = targets[labelled][:, VIEW_COLUMNS]
+            mass = views.sum(1, keepdim=True)
+            soft = mass[:, 0] > 0
+            log_p = F.log_softmax(sig[:, sl['view']], 1)
+            ce = torch.where(soft, -(views / mass.clamp(min=1e-9) * log_p).sum(1),
+                             F.cross_entropy(sig[:, sl['view']], bins['view'], reduction='none'))
+            terms['view'] = ce.mean()
     else:
         for name in ('view', 'angle', 'depth', 'width'):
             terms[name] = signal.sum() * 0.0

@@ -323,7 +323,7 @@ class ZeroGraspNet(nn.Module):
         x = ocnn.nn.octree_align(tokens, octree_in, octree_out, L)
         if cfg.use_cvae:
             if gt_octree is not None:
-                gt_data = ocnn.nn.octree_pad(leaf_targets, octree_out, D)
+                gt_data = ocnn.nn.octree_pad(leaf_targets[:, :TARGET_CHANNELS], octree_out, D)
                 post = self.posterior_encoder(gt_data, octree_out)[L]
                 post = ocnn.nn.octree_global_pool(post, octree_out, L, nempty=False)
                 pooled = ocnn.nn.octree_global_pool(convs[L], octree_in, L, nempty=False)
@@ -386,7 +386,8 @@ def ground_truth_octree(samples: list[SceneSample], scenes: list[SceneObservatio
             t = leaf_targets(tgt, centres_m, octree.normals[D].numpy(), avg_m,
                              config.voxel_size_m, config.max_grasp_width_m,
                              config.max_grasp_depth_m,
-                             tgt.label_radius_m or config.grasp_label_radius_m)
+                             tgt.label_radius_m or config.grasp_label_radius_m,
+                             config.grasp_views if config.grasp_head == 'paper' else 0)
             octrees.append(octree)
             feats.append(torch.from_numpy(t))
             has_grasps.append(tgt.has_grasp_labels)

@@ -32,6 +32,7 @@ class ObjectTarget:
     grasp_width: np.ndarray | None = None     # (G,) metres
     grasp_depth: np.ndarray | None = None     # (G,) metres
     label_radius_m: float | None = None       # leaves this close take a label (None: config)
+    view_graspness: np.ndarray | None = None  # (G, U) graspness per Fibonacci view (dense)
 
     @property
     def has_grasp_labels(self) -> bool:
@@ -56,6 +57,9 @@ class ObjectTarget:
                 if arr is None or len(arr) != g:
                     raise InputError(f'object {self.object_id}: {name} must have {g} rows '
                                      'like grasp_points')
+            if self.view_graspness is not None and len(self.view_graspness) != g:
+                raise InputError(f'object {self.object_id}: view_graspness must have {g} rows '
+                                 'like grasp_points')
 
 
 @dataclass
@@ -68,17 +72,28 @@ class SceneSample:
 GRASP_LABEL_CHANNELS = 11   # graspness, quality, approach 3, closing 3, width, depth, labelled
 
 
+def view_map(label_views: int, model_views: int) -> np.ndarray:
+    """(model_views,) index of the nearest of `label_views` Fibonacci views to each model view."""
+    from zerograsp_ros.grasp.representation import fibonacci_views
+
+    return np.argmax(fibonacci_views(model_views) @ fibonacci_views(label_views).T, axis=1)
+
+
 def leaf_targets(target: ObjectTarget, leaf_centres_m: np.ndarray, leaf_normals: np.ndarray,
                  leaf_points_m: np.ndarray, voxel_size_m: float, max_width_m: float,
-                 max_depth_m: float, label_radius_m: float) -> np.ndarray:
-    """(L, 4 + 11) per-leaf targets: normal 3, sdf/voxel 1, grasp labels 11.
+                 max_depth_m: float, label_radius_m: float, view_bins: int = 0) -> np.ndarray:
+    """(L, 4 + 11 [+ view_bins]) per-leaf targets: normal 3, sdf/voxel 1, grasp labels 11.
+
+    view_bins > 0 (the paper head's views) appends the graspness per view, from the
+    target's `view_graspness` taken at the nearest label view of each model view;
+    zeros where the target has none (the loss then falls back to the best view).
 
     SDF is signed along the leaf normal, in voxel units: centre - n * sdf = surface.
     Grasp columns: graspness, quality, approach 3, closing 3, width/max, depth/max,
     labelled flag (1 where a grasp point lies within the radius, else graspness 0).
     """
     n_leaf = len(leaf_centres_m)
-    out = np.zeros((n_leaf, 4 + GRASP_LABEL_CHANNELS), dtype=np.float32)
+    out = np.zeros((n_leaf, 4 + GRASP_LABEL_CHANNELS + view_bins), dtype=np.float32)
     out[:, 0:3] = leaf_normals
     sdf = np.sum((leaf_centres_m - leaf_points_m) * leaf_normals, axis=1) / voxel_size_m
     out[:, 3] = np.clip(sdf, -1.0, 1.0)
@@ -97,5 +112,8 @@ def leaf_targets(target: ObjectTarget, leaf_centres_m: np.ndarray, leaf_normals:
     g[:, 12] = np.clip(np.asarray(target.grasp_width)[j] / max_width_m, 0.0, 1.0)
     g[:, 13] = np.clip(np.asarray(target.grasp_depth)[j] / max_depth_m, 0.0, 1.0)
     g[:, 14] = 1.0
+    if view_bins and target.view_graspness is not None:
+        views = np.asarray(target.view_graspness, dtype=np.float32)
+        g[:, 15:] = views[j][:, view_map(views.shape[1], view_bins)]
     out[hit] = g
     return out

@@ -440,7 +440,8 @@ def train(args) -> dict:
             save(best_path)
         summary.update(v)
         save_state()
-    summary.update(best_score=best_score, select_by=select_key, machine=f'{platform.platform()} ({os.cpu_count()} cpus)')
+    summary.update(best_score=best_score, select_by=select_key,
+                   machine=f'{platform.platform()} ({os.cpu_count()} cpus)')
     log.line(f'done: {summary}')
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     ddp.close()
