@@ -91,22 +91,28 @@ def test_decoding_keeps_only_views_reachable_from_above():
     assert reachable_views(PAPER, None).all()
 
 
-def test_paper_head_learns_its_bins_on_a_scene():
-    """A few steps on one labelled scene lower the view and angle cross-entropy."""
+def _train_a_few_steps(sample, steps: int = 12) -> tuple[dict, dict]:
+    """Loss terms of the first and the last of a few paper-head steps on one scene."""
     from zerograsp_ros.model.network import ZeroGraspNet, training_step
-    from zerograsp_ros.model.synthetic import table_sample
 
     torch.manual_seed(0)
     model = ZeroGraspNet(PAPER)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    sample = table_sample(2, seed=3)
     first = None
-    for step in range(12):
+    for step in range(steps):
         loss, terms = training_step(model, [sample], step, 'cpu')
         first = first or terms
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return first, terms
+
+
+def test_paper_head_learns_its_bins_on_a_scene():
+    """A few steps on one labelled scene lower the view and angle cross-entropy."""
+    from zerograsp_ros.model.synthetic import table_sample
+
+    first, terms = _train_a_few_steps(table_sample(2, seed=3))
     assert np.isfinite(terms['total'])
     assert terms['view'] < 0.8 * first['view'] and terms['angle'] < first['angle']
 
@@ -213,7 +219,6 @@ def test_dense_view_graspness_is_a_soft_view_target():
     import torch.nn.functional as F
 
     from zerograsp_ros.model.grasp_bins import paper_grasp_losses
-    from zerograsp_ros.model.network import ZeroGraspNet, training_step
     from zerograsp_ros.model.synthetic import table_sample
     from zerograsp_ros.model.targets import ObjectTarget, leaf_targets, view_map
 
@@ -251,18 +256,9 @@ def test_dense_view_graspness_is_a_soft_view_target():
     assert sharp < uniform and float(sharp) == pytest.approx(float((hard + soft) / 2), rel=1e-5)
 
     # end to end: a few steps on a scene whose targets carry view graspness lower the term
-    torch.manual_seed(0)
-    model = ZeroGraspNet(PAPER)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     sample = table_sample(2, seed=3)
     for target in sample.targets.values():
         near = templates @ np.asarray(target.grasp_approach, np.float64).T      # (300, G)
         target.view_graspness = np.where(near.T > 0.95, near.T, 0.0).astype(np.float16)
-    first = None
-    for step in range(12):
-        loss, terms = training_step(model, [sample], step, 'cpu')
-        first = first or terms
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    first, terms = _train_a_few_steps(sample)
     assert np.isfinite(terms['total']) and terms['view'] < 0.9 * first['view']
