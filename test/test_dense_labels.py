@@ -5,6 +5,7 @@ import trimesh
 
 from zerograsp_ros.data import dense_labels as dl
 from zerograsp_ros.data.labels import FRICTION_COEFFICIENTS, SceneGeometry, judge_grasps
+from zerograsp_ros.errors import InputError
 
 # small but real: 24 points x 30 views x 4 angles x 4 depths per object
 SMALL = dl.DenseLabelConfig(points=24, contact_points=1200, view_stride=10, angle_stride=3)
@@ -195,9 +196,9 @@ def test_generate_dense_switch_adds_targets_and_keeps_sparse_labels(tmp_path):
 def test_dense_only_scenes_train_on_best_view_labels_the_judge_accepts(tmp_path):
     """Without sparse labels, training targets come from the dense ones, and they are grasps.
 
-    Each labelled point's best grasp (exact view, angle, depth, width), is judged on the
-    stored scene by the same judge; the
-    voxel-thinned obstacles may lose a few, a wrong frame or axis would lose most.
+    Each labelled point's best grasp (exact view, angle, depth, width) is judged on the
+    stored scene by the same judge: voxel-thinned obstacles may lose a few, a wrong frame
+    or axis would lose most.
     """
     from zerograsp_ros.data.dataset import ShardDataset
     from zerograsp_ros.data.generate import generate_split
@@ -234,3 +235,8 @@ def test_dense_only_scenes_train_on_best_view_labels_the_judge_accepts(tmp_path)
     assert judged >= 10
     samples = ShardDataset(tmp_path / 'data' / 'train')[0]
     assert all(t.has_grasp_labels for t in samples.targets.values())
+    # dense labels of an older generator (no exact best grasp) are refused by name
+    old = ShardDataset(tmp_path / 'data' / 'train').record(0)
+    old.arrays = {k: v for k, v in old.arrays.items() if 'dense_best_approach' not in k}
+    with pytest.raises(InputError, match='regenerate'):
+        old.target(rec.labelled_ids()[0])

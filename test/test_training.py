@@ -94,6 +94,14 @@ def test_tiny_generate_train_resume_evaluate(tiny_data, tmp_path):
     assert out.with_suffix('.png').is_file()
 
 
+def test_grasp_ap_selection_refuses_no_grasp_scenes(tiny_data, tmp_path):
+    from zerograsp_ros.training.train import build_parser, train
+    args = build_parser().parse_args(['--data', str(tiny_data), '--out', str(tmp_path / 'r'),
+                                      '--steps', '1', '--quiet', '--val-grasp-scenes', '0'])
+    with pytest.raises(InputError, match='val-grasp-scenes'):
+        train(args)
+
+
 def test_training_refuses_missing_data(tmp_path):
     from zerograsp_ros.training.train import build_parser, train
     args = build_parser().parse_args(['--data', str(tmp_path), '--out', str(tmp_path / 'r'),

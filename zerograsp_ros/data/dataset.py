@@ -89,10 +89,14 @@ class SceneRecord:
         return any(f'obj{i}_dense_points' in self.arrays for i in self.labelled_ids())
 
     def _dense_scene_max(self) -> float:
-        return max((float(self.arrays[f'obj{i}_dense_graspness'].astype(np.float32)
-                          .mean(1).max(initial=0.0))
-                    for i in self.labelled_ids() if f'obj{i}_dense_points' in self.arrays),
-                   default=0.0)
+        """Largest point graspness of the scene (cached like depth_scale: once per scene)."""
+        if 'dense_scene_max' not in self.arrays:
+            self.arrays['dense_scene_max'] = np.array(max(
+                (float(self.arrays[f'obj{i}_dense_graspness'].astype(np.float32)
+                       .mean(1).max(initial=0.0))
+                 for i in self.labelled_ids() if f'obj{i}_dense_points' in self.arrays),
+                default=0.0))
+        return float(self.arrays['dense_scene_max'])
 
     def depth_scale(self) -> float:
         """The image-wide depth factor of the noise model (observed / noise-free depth)."""
@@ -143,6 +147,9 @@ def _put_dense_grasp_labels(tgt: ObjectTarget, a: dict, k: str, scale: float,
     pts = a[k + 'dense_points'].astype(np.float64)
     if not len(pts):
         return
+    if k + 'dense_best_approach' not in a:
+        raise InputError(f'{k}dense_* labels without dense_best_* (written by an older '
+                         'generate.py): regenerate the data set with --dense-labels')
     ok = a[k + 'dense_has_grasp'].astype(bool)
     point_g = a[k + 'dense_graspness'].astype(np.float32).mean(1) / max(scene_max, 1e-6)
     tgt.grasp_points = (pts * scale).astype(np.float32)

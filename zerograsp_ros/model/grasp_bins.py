@@ -35,8 +35,7 @@ from zerograsp_ros.grasp.representation import (
     rotation_from_approach,
 )
 from zerograsp_ros.model.config import ModelConfig
-
-VIEW_COLUMNS = slice(15, None)   # per-leaf view graspness after the 15 target columns
+from zerograsp_ros.model.targets import LEAF_TARGET_CHANNELS
 
 
 def head_slices(config: ModelConfig) -> dict[str, slice]:
@@ -155,18 +154,17 @@ def paper_grasp_losses(signal: torch.Tensor, targets: torch.Tensor, graspable: t
     if labelled.any():
         bins = bin_targets(targets[labelled], config)
         sig = signal[labelled]
-        for name in ('view', 'angle', 'depth', 'width'):
+        for name in ('angle', 'depth', 'width'):
             terms[name] = F.cross_entropy(sig[:, sl[name]], bins[name])
-        if targets.shape[1] > VIEW_COLUMNS.start:
+        view = F.cross_entropy(sig[:, sl['view']], bins['view'], reduction='none')
+        if targets.shape[1] > LEAF_TARGET_CHANNELS:
             # dense labels: the view distribution is the graspness over the views (GSNet),
-            # not only the best view
-            views = targets[labelled][:, VIEW_COLUMNS]
+            # not only the best view; rows without view mass keep the best view
+            views = targets[labelled][:, LEAF_TARGET_CHANNELS:]
             mass = views.sum(1, keepdim=True)
-            soft = mass[:, 0] > 0
-            log_p = F.log_softmax(sig[:, sl['view']], 1)
-            ce = torch.where(soft, -(views / mass.clamp(min=1e-9) * log_p).sum(1),
-                             F.cross_entropy(sig[:, sl['view']], bins['view'], reduction='none'))
-            terms['view'] = ce.mean()
+            soft = -(views / mass.clamp(min=1e-9) * F.log_softmax(sig[:, sl['view']], 1)).sum(1)
+            view = torch.where(mass[:, 0] > 0, soft, view)
+        terms['view'] = view.mean()
     else:
         for name in ('view', 'angle', 'depth', 'width'):
             terms[name] = signal.sum() * 0.0

@@ -47,11 +47,9 @@ from zerograsp_ros.model.inputs import (
 )
 from zerograsp_ros.model.losses import zerograsp_losses
 from zerograsp_ros.model.occlusion import OcclusionEncoder, occlusion_flags
-from zerograsp_ros.model.targets import GRASP_LABEL_CHANNELS, SceneSample, leaf_targets
+from zerograsp_ros.model.targets import LEAF_TARGET_CHANNELS, SceneSample, leaf_targets
 from zerograsp_ros.model.transformer import MultiObjectEncoder
 from zerograsp_ros.runtime import StageTimer
-
-TARGET_CHANNELS = 4 + GRASP_LABEL_CHANNELS
 
 
 class OctreeEncoder(nn.Module):
@@ -180,7 +178,7 @@ class ZeroGraspNet(nn.Module):
         if config.use_cvae:
             pc = config.posterior_channels
             self.posterior_encoder = OctreeEncoder(
-                TARGET_CHANNELS, (pc,) * (D + 1), D, L, 1, 2)
+                LEAF_TARGET_CHANNELS, (pc,) * (D + 1), D, L, 1, 2)
             self.prior_mlp = _mlp(cl, config.cvae_hidden, config.cvae_layers,
                                   2 * config.latent_dim)
             self.posterior_mlp = _mlp(cl + pc, config.cvae_hidden, config.cvae_layers,
@@ -323,7 +321,8 @@ class ZeroGraspNet(nn.Module):
         x = ocnn.nn.octree_align(tokens, octree_in, octree_out, L)
         if cfg.use_cvae:
             if gt_octree is not None:
-                gt_data = ocnn.nn.octree_pad(leaf_targets[:, :TARGET_CHANNELS], octree_out, D)
+                gt_data = ocnn.nn.octree_pad(leaf_targets[:, :LEAF_TARGET_CHANNELS],
+                                             octree_out, D)
                 post = self.posterior_encoder(gt_data, octree_out)[L]
                 post = ocnn.nn.octree_global_pool(post, octree_out, L, nempty=False)
                 pooled = ocnn.nn.octree_global_pool(convs[L], octree_in, L, nempty=False)

@@ -10,6 +10,7 @@ the closest labelled grasp point within `grasp_label_radius_m`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import functools
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -70,8 +71,11 @@ class SceneSample:
 
 # per-leaf grasp label channels (after normal 3 and sdf 1)
 GRASP_LABEL_CHANNELS = 11   # graspness, quality, approach 3, closing 3, width, depth, labelled
+# normal 3, sdf 1, grasp labels; the paper head's view graspness, if any, comes after
+LEAF_TARGET_CHANNELS = 4 + GRASP_LABEL_CHANNELS
 
 
+@functools.lru_cache(maxsize=8)
 def view_map(label_views: int, model_views: int) -> np.ndarray:
     """(model_views,) index of the nearest of `label_views` Fibonacci views to each model view."""
     from zerograsp_ros.grasp.representation import fibonacci_views
@@ -93,7 +97,7 @@ def leaf_targets(target: ObjectTarget, leaf_centres_m: np.ndarray, leaf_normals:
     labelled flag (1 where a grasp point lies within the radius, else graspness 0).
     """
     n_leaf = len(leaf_centres_m)
-    out = np.zeros((n_leaf, 4 + GRASP_LABEL_CHANNELS + view_bins), dtype=np.float32)
+    out = np.zeros((n_leaf, LEAF_TARGET_CHANNELS + view_bins), dtype=np.float32)
     out[:, 0:3] = leaf_normals
     sdf = np.sum((leaf_centres_m - leaf_points_m) * leaf_normals, axis=1) / voxel_size_m
     out[:, 3] = np.clip(sdf, -1.0, 1.0)
@@ -114,6 +118,6 @@ def leaf_targets(target: ObjectTarget, leaf_centres_m: np.ndarray, leaf_normals:
     g[:, 14] = 1.0
     if view_bins and target.view_graspness is not None:
         views = np.asarray(target.view_graspness, dtype=np.float32)
-        g[:, 15:] = views[j][:, view_map(views.shape[1], view_bins)]
+        g[:, LEAF_TARGET_CHANNELS:] = views[j][:, view_map(views.shape[1], view_bins)]
     out[hit] = g
     return out

@@ -258,8 +258,13 @@ def refined_grasp_ap(pred, record: SceneRecord) -> float:
     refined = refine_on_reconstruction(pred, record)
     if not len(refined):
         return 0.0
-    s = grasp_success(refined.subset(slice(0, max(TOP_K))), record).astype(float)
-    return float(np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)]))
+    return float(np.mean(_scene_ap(grasp_success(refined.subset(slice(0, max(TOP_K))), record))))
+
+
+def _scene_ap(success) -> np.ndarray:
+    """Per mu, the mean over k = 1..10 of the precision of one scene's ranked grasps."""
+    s = np.asarray(success, dtype=float)
+    return np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)], axis=0)
 
 
 def _precision(grasp_rows: list[dict]) -> dict:
@@ -268,10 +273,7 @@ def _precision(grasp_rows: list[dict]) -> dict:
     for k in TOP_K:
         hits = [np.asarray(g['success'])[:k, mu_i] for g in grasp_rows]
         out[f'precision@{k}'] = float(np.mean(np.concatenate(hits)))
-    ap = []
-    for g in grasp_rows:
-        s = np.asarray(g['success'], dtype=float)
-        ap.append(np.mean([s[:k].mean(0) for k in range(1, min(10, len(s)) + 1)], axis=0))
+    ap = [_scene_ap(g['success']) for g in grasp_rows]
     out['ap_mu_0.2_to_1.2_k_1_to_10'] = float(np.mean(ap))
     out['ap_per_mu'] = dict(zip(map(str, FRICTION_COEFFICIENTS),
                                 np.mean(ap, axis=0).round(4).tolist()))

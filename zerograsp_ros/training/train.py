@@ -297,6 +297,9 @@ def train(args) -> dict:
                          + (f' for rank {ddp.rank} of {ddp.world_size}' if ddp.enabled else ''))
     state_path, last_path, best_path = out / 'train_state.pt', out / 'last.pt', out / 'best.pt'
     step, elapsed, best_score = 0, 0.0, -1.0
+    if args.select_by == 'grasp_ap' and args.val_grasp_scenes < 1:
+        raise InputError('--select-by grasp_ap needs --val-grasp-scenes >= 1, got '
+                         f'{args.val_grasp_scenes}')
     select_key = 'val_grasp_ap' if args.select_by == 'grasp_ap' else 'val_f1'
     grasp_scenes = args.val_grasp_scenes if args.select_by == 'grasp_ap' else 0
     set_seeds(args.seed)
