@@ -1143,8 +1143,10 @@ def test_a_hostile_request_does_not_wait_for_the_busy_model(client, servers, tal
 
     many, cause = next((r, c) for name, r, c in _hostile_cases() if name == 'many_ids_10000')
     # Two valid requests keep the model busy for two runs; the hostile one comes while
-    # the second still waits in the queue, so it overlaps however fast the machine is.
-    stagger = 0.25
+    # the second still waits in the queue. The stagger stays well below one model run
+    # (about 0.25 s on a quiet 2-core machine): at 0.25 s a quiet machine had finished
+    # both runs before the hostile request was even sent.
+    stagger = 0.05
     (valid, t_valid), (queued, t_queued), (hostile, t_hostile) = client.call_many(
         'predict', [PredictGrasps.Request(frame=sample_msg(), refine=True),
                     PredictGrasps.Request(frame=sample_msg(), refine=True), many],
