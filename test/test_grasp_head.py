@@ -262,3 +262,68 @@ def test_dense_view_graspness_is_a_soft_view_target():
         target.view_graspness = np.where(near.T > 0.95, near.T, 0.0).astype(np.float16)
     first, terms = _train_a_few_steps(sample)
     assert np.isfinite(terms['total']) and terms['view'] < 0.9 * first['view']
+
+
+def _finger_corner_heights(grasps, plane, gripper):
+    """(N,) lowest height above `plane` of the finger box corners, computed here in numpy."""
+    R, t = grasps.rotations.astype(np.float64), grasps.translations.astype(np.float64)
+    d, w = grasps.depths.astype(np.float64), grasps.widths.astype(np.float64)
+    lowest = np.full(len(R), np.inf)
+    for sx in (d - gripper.finger_length, d):
+        for y in (w / 2, w / 2 + gripper.finger_thickness):
+            for sy in (-1, 1):
+                for sz in (-1, 1):
+                    corner = np.stack([sx, sy * y, np.full_like(d, sz * gripper.finger_width / 2)],
+                                      1)
+                    world = t + np.einsum('nij,nj->ni', R, corner)
+                    lowest = np.minimum(lowest, world @ plane[:3] + plane[3])
+    return lowest
+
+
+def test_reachable_from_above_is_the_cone_and_the_finger_boxes_over_the_table():
+    from zerograsp_ros.grasp import DEFAULT_GRIPPER
+    from zerograsp_ros.grasp.gripper import gripper_preset
+    from zerograsp_ros.grasp.representation import GraspSet
+    from zerograsp_ros.model.inference import reachable_from_above
+
+    gripper = gripper_preset(DEFAULT_GRIPPER)
+    rng = np.random.default_rng(5)
+    up = np.array([0.0, -0.6, -0.8])                 # a tilted table seen from above
+    plane = np.concatenate([up, [0.5]])
+    n = 2000
+    pts = rng.uniform(-0.1, 0.1, (n, 3)) + [0.0, 0.0, 0.6]
+    pts += (rng.uniform(0.0, 0.06, (n, 1))) * up - (pts @ up + 0.5)[:, None] * up
+    R = rotation_from_approach(rng.normal(size=(n, 3)), rng.uniform(0, np.pi, n))
+    g = GraspSet(rotations=R, translations=pts, widths=rng.uniform(0.01, 0.085, n),
+                 depths=rng.uniform(0.0, 0.04, n), scores=np.ones(n), qualities=np.ones(n),
+                 graspness=np.ones(n), object_ids=np.ones(n))
+    R, pts = g.rotations, g.translations
+    ok = reachable_from_above(R, pts, g.widths, g.depths, 75.0, table_plane=plane,
+                              gripper=gripper)
+    in_cone = R[:, :, 0] @ -up >= math.cos(math.radians(75.0)) - 1e-9
+    above = _finger_corner_heights(g, plane, gripper) >= 0.002
+    assert 0.1 < ok.mean() < 0.9
+    # the same decisions as this file's own corner arithmetic, bar float rounding at the edge
+    disagree = ok != (in_cone & above & (pts @ up + 0.5 >= 0))
+    assert disagree.sum() <= 2
+    # with only an up direction (no plane), only the cone is left
+    assert np.array_equal(reachable_from_above(R, pts, g.widths, g.depths, 75.0, up=up), in_cone)
+    assert reachable_from_above(R, pts, g.widths, g.depths, 75.0).all()
+
+
+def test_direct_head_decodes_only_grasps_reachable_from_above():
+    from zerograsp_ros.model.inference import ZeroGraspPredictor, estimate_table_plane
+    from zerograsp_ros.model.network import ZeroGraspNet
+    from zerograsp_ros.model.synthetic import table_scene
+
+    direct = preset('cpu').replace(transformer_dropout=0.0)
+    assert direct.grasp_head == 'direct'
+    frame, _ = table_scene(2, seed=1)
+    plane = estimate_table_plane(frame)
+    plane = plane / np.linalg.norm(plane[:3])
+    torch.manual_seed(0)
+    predictor = ZeroGraspPredictor(ZeroGraspNet(direct), direct, 'cpu')
+    g = predictor.predict(frame, max_grasps_per_object=128, with_mesh=False).grasps
+    assert len(g) > 0
+    assert (g.rotations[:, :, 0] @ -plane[:3] >= math.cos(math.radians(75.0)) - 1e-4).all()
+    assert (_finger_corner_heights(g, plane, predictor.gripper) >= 0.002 - 1e-4).all()

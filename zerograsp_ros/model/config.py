@@ -105,7 +105,7 @@ class ModelConfig:
     grasp_angle_bins: int = 12         # paper head: in-plane angles k * pi / bins (GraspNet)
     grasp_width_bins: int = 10         # paper head: equal bins over [0, max_grasp_width_m]
     grasp_views_per_leaf: int = 2      # paper head: decoded views per leaf (best reachable)
-    decode_approach_cone_deg: float = 75.0   # paper head: decoded approach within this of
+    decode_approach_cone_deg: float = 75.0   # both heads: decoded approach within this of
     #                                          straight down onto the table
     # --- losses (paper supplement weights)
     w_occupancy: float = 1.0

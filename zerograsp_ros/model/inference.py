@@ -110,6 +110,44 @@ def estimate_table_plane(frame: RGBDFrame, max_points: int = 20000) -> np.ndarra
     return -plane if plane[:3] @ centre > 0 else plane   # the camera lies above the table
 
 
+def reachable_from_above(rotations: np.ndarray, points: np.ndarray, widths: np.ndarray,
+                         depths: np.ndarray, cone_deg: float, up: np.ndarray | None = None,
+                         table_plane: np.ndarray | None = None, gripper=None,
+                         clearance_m: float = 0.002) -> np.ndarray:
+    """(N,) bool: grasps a robot can take from above the table.
+
+    The approach lies within `cone_deg` of straight down (-up); with `table_plane`
+    (a, b, c, d; normal up) and a `gripper`, also every corner of both finger boxes
+    at the grasp's width and depth lies `clearance_m` above the plane (the refinement's
+    approach_cone and below_table decisions, decided before the per-object top-k so
+    that budget goes to grasps that can survive them). All True without up or plane.
+    """
+    import math
+
+    from zerograsp_ros.grasp.kernels import finger_and_body_table_distance
+
+    n = len(rotations)
+    if table_plane is not None:
+        up = np.asarray(table_plane, dtype=np.float64)[:3]
+    if up is None or n == 0:
+        return np.ones(n, bool)
+    up = np.asarray(up, dtype=np.float64).reshape(3)
+    up = up / max(np.linalg.norm(up), 1e-12)
+    approach = np.asarray(rotations, dtype=np.float64)[:, :, 0]
+    ok = approach @ -up >= math.cos(math.radians(cone_deg)) - 1e-9
+    if table_plane is not None and gripper is not None:
+        plane = np.asarray(table_plane, dtype=np.float64)
+        plane = plane / np.linalg.norm(plane[:3])
+        fingers, _ = finger_and_body_table_distance(
+            torch.as_tensor(rotations, dtype=torch.float64),
+            torch.as_tensor(points, dtype=torch.float64),
+            torch.as_tensor(widths, dtype=torch.float64).reshape(-1),
+            torch.as_tensor(depths, dtype=torch.float64).reshape(-1), gripper, plane)
+        height = np.asarray(points, dtype=np.float64) @ plane[:3] + plane[3]
+        ok &= (fingers.numpy() >= clearance_m) & (height >= 0.0)
+    return ok
+
+
 class ZeroGraspPredictor:
     """Runs a ZeroGraspNet on single frames (eval mode, no gradients)."""
 
@@ -186,6 +224,16 @@ class ZeroGraspPredictor:
         # one device->host copy of everything at the end
         host = {k: v.float().cpu().numpy() for k, v in fields_.items()}
         score_np = score.cpu().numpy()
+        reachable = np.ones(len(score_np), bool)
+        if 'rotation' not in host:   # direct head: one grasp per leaf, kept if reachable
+            host['rotation'] = rotation_from_axes(host['approach'], host['closing'])
+            plane = None if table_up is not None else estimate_table_plane(frame)
+            if plane is None and table_up is None:
+                warnings.append('no table plane found in the frame: grasps are decoded '
+                                'from every direction, also from below the table')
+            reachable = reachable_from_above(host['rotation'], host['points'], host['width'],
+                                             host['depth'], cfg.decode_approach_cone_deg,
+                                             table_up, plane, self.gripper)
         leaf_obj_np = leaf_obj.cpu().numpy()
         labels = out['object_label'].cpu().numpy()
         timer.mark('grasp_decoding')
@@ -203,15 +251,12 @@ class ZeroGraspPredictor:
                                                 cfg.voxel_size_m))
             # candidate rows: leaf * views + view (views = 1 for the direct head)
             cand = (sel[:, None] * views + np.arange(views)).reshape(-1)
+            cand = cand[reachable[cand]]
             top = cand[np.argsort(-score_np[cand], kind='stable')[:max_grasps_per_object]]
             if len(top) == 0:
                 continue
-            if 'rotation' in host:
-                rot = host['rotation'][top]
-            else:
-                rot = rotation_from_axes(host['approach'][top], host['closing'][top])
             grasp_sets.append(GraspSet(
-                rotations=rot, translations=host['points'][top // views],
+                rotations=host['rotation'][top], translations=host['points'][top // views],
                 widths=host['width'][top],
                 depths=host['depth'][top], scores=score_np[top],
                 qualities=host['quality'][top], graspness=host['graspness'][top],
