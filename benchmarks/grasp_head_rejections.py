@@ -33,7 +33,7 @@ def rejection_shares(checkpoint: str, data: str, max_scenes: int | None) -> dict
 
     from zerograsp_ros.data.dataset import ShardDataset
     from zerograsp_ros.model.inference import ZeroGraspPredictor
-    from zerograsp_ros.training.evaluate import refine_on_reconstruction
+    from zerograsp_ros.training.evaluate import observed_frame, refine_on_reconstruction
 
     predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device='cpu', calibrated=False)
     ds = ShardDataset(data)
@@ -45,10 +45,12 @@ def rejection_shares(checkpoint: str, data: str, max_scenes: int | None) -> dict
         ids = rec.labelled_ids()
         if not ids:
             continue
-        pred = predictor.predict(rec.frame(), object_ids=ids, with_mesh=False)
+        frame, _ = observed_frame(rec)   # depth tared against the known table
+        pred = predictor.predict(frame, object_ids=ids, with_mesh=False)
         scenes += 1
         decoded += len(pred.grasps)
-        result = refine_on_reconstruction(pred, rec, max_grasps=10, full_result=True)
+        result = refine_on_reconstruction(pred, rec, max_grasps=10, full_result=True,
+                                          frame=frame)
         for k, v in result.rejection_counts.items():
             totals[k] = totals.get(k, 0) + int(v)
         survivors_none += int(len(result.grasps) == 0)

@@ -94,6 +94,22 @@ def test_tiny_generate_train_resume_evaluate(tiny_data, tmp_path):
     assert out.with_suffix('.png').is_file()
 
 
+def test_evaluation_sees_the_depth_tared_frame_the_pipeline_sees(tiny_data):
+    from zerograsp_ros.data.dataset import ShardDataset
+    from zerograsp_ros.training.evaluate import observed_frame
+
+    rec = ShardDataset(str(tiny_data / 'val')).record(0)
+    raw = rec.frame()
+    tared, scale = observed_frame(rec)
+    # the tare measures the image's depth factor of the noise model and divides it out
+    assert scale is not None and abs(scale - rec.depth_scale()) < 0.004
+    ok = np.isfinite(raw.depth) & (raw.depth > 0)
+    assert np.allclose(tared.depth[ok] * scale, raw.depth[ok], rtol=1e-5)
+    assert tared.meta['depth_tare_scale'] == scale
+    same, none = observed_frame(rec, depth_tare=False)
+    assert none is None and np.array_equal(same.depth[ok], raw.depth[ok])
+
+
 def test_grasp_ap_selection_refuses_no_grasp_scenes(tiny_data, tmp_path):
     from zerograsp_ros.training.train import build_parser, train
     args = build_parser().parse_args(['--data', str(tiny_data), '--out', str(tmp_path / 'r'),

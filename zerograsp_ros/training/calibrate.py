@@ -41,13 +41,19 @@ DEFAULT_TOP_K = 20   # the pipeline's default max_grasps: what a user is handed
 
 
 def collect_outcomes(predictor, data: str | Path, max_scenes: int | None = None,
-                     top_k: int = DEFAULT_TOP_K, progress: bool = True) -> dict:
-    """Raw scores and judged outcomes per stage: {stage: {'raw', 'success', 'scene'}}."""
+                     top_k: int = DEFAULT_TOP_K, progress: bool = True,
+                     depth_tare: bool = True) -> dict:
+    """Raw scores and judged outcomes per stage: {stage: {'raw', 'success', 'scene'}}.
+
+    On the frames the pipeline sees (`evaluate.observed_frame`: depth tared against
+    the known table unless `depth_tare` is False).
+    """
     from tqdm import tqdm
 
     from zerograsp_ros.data.labels import FRICTION_COEFFICIENTS
     from zerograsp_ros.training.evaluate import (
         grasp_success,
+        observed_frame,
         refine_on_reconstruction,
         scene_geometry,
     )
@@ -65,12 +71,14 @@ def collect_outcomes(predictor, data: str | Path, max_scenes: int | None = None,
         ids = rec.labelled_ids()
         if not ids:
             continue
-        pred = predictor.predict(rec.frame(), object_ids=ids, with_mesh=False)
+        frame, _ = observed_frame(rec, depth_tare)
+        pred = predictor.predict(frame, object_ids=ids, with_mesh=False)
         if not len(pred.grasps):
             continue
         geometry = scene_geometry(rec)
         stages = {'network': pred.grasps.subset(slice(0, top_k)),
-                  'refined': refine_on_reconstruction(pred, rec, max_grasps=top_k)}
+                  'refined': refine_on_reconstruction(pred, rec, max_grasps=top_k,
+                                                      frame=frame)}
         for stage, grasps in stages.items():
             if not len(grasps):
                 continue

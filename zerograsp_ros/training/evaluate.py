@@ -23,6 +23,11 @@ check that labels the data (`labels.judge_grasps`: 2F-85-like gripper boxes
 against every scene mesh + the table, antipodal force closure). Precision@k
 counts top-k grasps that are collision-free, non-empty and force-closure at
 mu = 0.8; AP-style figure = mean over mu in {0.2..1.2} and k in 1..10.
+
+Every method sees the frame the pipeline sees (`observed_frame`): depth-scale
+tared against the table plane known from the scene's camera pose, as the
+camera node and the simulated cell do (perception/depth_tare.py);
+`--no-depth-tare` evaluates on the raw frame (the figures before 2026-12-03).
 """
 from __future__ import annotations
 
@@ -78,11 +83,32 @@ def _unit(v) -> np.ndarray:
     return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-9, None)
 
 
-def visible_points(record: SceneRecord, object_id: int) -> tuple[np.ndarray, np.ndarray]:
+def observed_frame(record: SceneRecord, depth_tare: bool = True):
+    """(frame, tare scale) as the pipeline would see the scene.
+
+    With `depth_tare` the depth is divided by the scale measured against the table
+    plane known from T_world_camera (world z = 0), as `camera_node` does with the
+    cell's extrinsics; a frame the tare refuses stays raw (scale None), and so does
+    every frame without `depth_tare`.
+    """
+    from zerograsp_ros.perception.depth_tare import table_plane_in_camera, tare_frame
+
+    frame = record.frame()
+    if not depth_tare:
+        return frame, None
+    try:
+        tared, result = tare_frame(frame, table_plane_in_camera(record['T_world_camera']))
+    except InputError:
+        return frame, None
+    return tared, result.scale
+
+
+def visible_points(record: SceneRecord, object_id: int,
+                   frame=None) -> tuple[np.ndarray, np.ndarray]:
     """Observed depth points of one object with normals oriented towards the camera."""
     import open3d as o3d
 
-    frame = record.frame()
+    frame = record.frame() if frame is None else frame
     pts = unproject(frame.depth, frame.intrinsics, mask=frame.labels == object_id)
     if len(pts) < 3:
         return pts, np.tile([0.0, 0.0, -1.0], (len(pts), 1))
@@ -141,7 +167,8 @@ def grasp_success(grasps_camera, record: SceneRecord, geometry=None) -> np.ndarr
 
 
 def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
-             device: str = 'auto', progress: bool = True, predictor=None) -> dict:
+             device: str = 'auto', progress: bool = True, predictor=None,
+             depth_tare: bool = True) -> dict:
     """Run every method on the split; returns the result dictionary (see module doc)."""
     from tqdm import tqdm
 
@@ -154,6 +181,7 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
                                                        calibrated=False)
     n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
     rows, grasp_rows, refined_rows, paper_rows, times = [], [], [], [], []
+    tare_scales, tare_refused = [], 0
     for si in tqdm(range(n), desc='evaluating scenes', unit='scene', disable=not progress,
                    file=sys.stdout):
         rec = ds.record(si)
@@ -162,15 +190,19 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
             continue
         T_wc = np.asarray(rec['T_world_camera'])
         up_cam = T_wc[:3, :3].T @ np.array([0.0, 0.0, 1.0])
+        frame, tare_scale = observed_frame(rec, depth_tare)
+        if tare_scale is not None:
+            tare_scales.append(tare_scale)
+        tare_refused += int(depth_tare and tare_scale is None)
         pred = None
         if predictor is not None:
             t0 = time.perf_counter()
-            pred = predictor.predict(rec.frame(), object_ids=ids, with_mesh=False)
+            pred = predictor.predict(frame, object_ids=ids, with_mesh=False)
             times.append(time.perf_counter() - t0)
         by_id = {o.object_id: o for o in pred.objects} if pred is not None else {}
         for oid in ids:
             gt = rec.target(oid, with_grasps=False)
-            vis_p, vis_n = visible_points(rec, oid)
+            vis_p, vis_n = visible_points(rec, oid, frame)
             row = {'scene': si, 'object_id': oid,
                    'name': str(rec['object_names'][list(rec.object_ids).index(oid)]),
                    'visible_points': len(vis_p)}
@@ -181,7 +213,8 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
             o = by_id.get(oid)
             if o is not None and len(o.points):
                 outputs['model'] = (o.points, o.normals)
-            scale = rec.depth_scale()
+            # the sensor's scale left after the tare: shape quality without it
+            scale = rec.depth_scale() / (tare_scale or 1.0)
             for method, (p, nrm) in outputs.items():
                 row[method] = reconstruction_metrics(p, nrm, gt.surface_points,
                                                      gt.surface_normals)
@@ -195,26 +228,32 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
             ok = grasp_success(ranked, rec, geometry)
             grasp_rows.append({'scene': si, 'success': ok.tolist(),
                                'scores': ranked.scores.tolist()})
-            refined = refine_on_reconstruction(pred, rec)
+            refined = refine_on_reconstruction(pred, rec, frame=frame)
             if len(refined):
                 ok = grasp_success(refined.subset(slice(0, max(TOP_K))), rec, geometry)
                 refined_rows.append({'scene': si, 'success': ok.tolist()})
-            refined = refine_on_reconstruction(pred, rec, paper_only=True)
+            refined = refine_on_reconstruction(pred, rec, paper_only=True, frame=frame)
             if len(refined):
                 ok = grasp_success(refined.subset(slice(0, max(TOP_K))), rec, geometry)
                 paper_rows.append({'scene': si, 'success': ok.tolist()})
-    return summarise(rows, grasp_rows, times, refined_rows, paper_rows)
+    out = summarise(rows, grasp_rows, times, refined_rows, paper_rows)
+    out['depth_tare'] = {'enabled': depth_tare, 'frames_tared': len(tare_scales),
+                         'frames_refused': tare_refused,
+                         'scale_mean': float(np.mean(tare_scales)) if tare_scales else None}
+    return out
 
 
 def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False,
-                             max_grasps: int = max(TOP_K), full_result: bool = False):
+                             max_grasps: int = max(TOP_K), full_result: bool = False,
+                             frame=None):
     """The pipeline's refinement (contacts, collision vs reconstruction + depth, NMS).
 
     The table plane is fitted to the observed table pixels (as a robot would),
     not taken from the ground truth. `paper_only`: without the contact-quality
     re-scoring, free-space carving and depth search (the paper's refinement).
     Returns the survivors, or with `full_result` the whole RefinementResult
-    (rejection counts per reason).
+    (rejection counts per reason). `frame`: the frame `pred` was made from (default
+    the record's raw frame; `observed_frame` gives the tared one).
     """
     import open3d as o3d
 
@@ -225,7 +264,7 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
         refine_grasps,
     )
 
-    frame = record.frame()
+    frame = record.frame() if frame is None else frame
     objects = [o for o in pred.objects if len(o.points)]
     if not objects:
         empty = pred.grasps.subset(slice(0, 0))
@@ -253,9 +292,9 @@ def refine_on_reconstruction(pred, record: SceneRecord, paper_only: bool = False
     return result if full_result else result.grasps
 
 
-def refined_grasp_ap(pred, record: SceneRecord) -> float:
+def refined_grasp_ap(pred, record: SceneRecord, frame=None) -> float:
     """One scene's AP (mu 0.2-1.2, k 1-10) after the full refinement; 0 without survivors."""
-    refined = refine_on_reconstruction(pred, record)
+    refined = refine_on_reconstruction(pred, record, frame=frame)
     if not len(refined):
         return 0.0
     return float(np.mean(_scene_ap(grasp_success(refined.subset(slice(0, max(TOP_K))), record))))
@@ -364,11 +403,14 @@ def main(argv=None) -> None:
     ap.add_argument('--max-scenes', type=int, default=None)
     ap.add_argument('--device', default='auto')
     ap.add_argument('--threads', type=int, default=1, help='torch CPU threads (0 = default)')
+    ap.add_argument('--no-depth-tare', action='store_true',
+                    help='evaluate on the raw frames (no depth-scale tare against the table)')
     args = ap.parse_args(argv)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    result = evaluate(args.checkpoint, args.data, args.max_scenes, args.device)
+    result = evaluate(args.checkpoint, args.data, args.max_scenes, args.device,
+                      depth_tare=not args.no_depth_tare)
     cmd = 'python -m zerograsp_ros.training.evaluate ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
     path = write_results(result, args.out, cmd, {'checkpoint': args.checkpoint,

@@ -240,10 +240,13 @@ def validate(model: ZeroGraspNet, records: list[SceneRecord], device, max_object
     With grasp_scenes > 0, also `val_grasp_ap`: on the first grasp_scenes scenes, the
     label judge's AP (mu 0.2-1.2, k 1-10, as `training.evaluate`) of the grasps that
     survive the full refinement, a scene without survivors counting 0 (a head that
-    leaves scenes empty must not look better for it).
+    leaves scenes empty must not look better for it), predicted on the depth-tared
+    frame the pipeline sees (`evaluate.observed_frame`). Reconstruction is measured on
+    the raw frame against the sensor-scaled truth, the frame the training targets use.
     """
     from zerograsp_ros.model.inference import ZeroGraspPredictor
     from zerograsp_ros.training.evaluate import (
+        observed_frame,
         reconstruction_metrics,
         refined_grasp_ap,
     )
@@ -253,7 +256,10 @@ def validate(model: ZeroGraspNet, records: list[SceneRecord], device, max_object
     for si, rec in enumerate(records):
         pred = predictor.predict(rec.frame(), object_ids=rec.labelled_ids(), with_mesh=False)
         if si < grasp_scenes:
-            grasp_ap.append(refined_grasp_ap(pred, rec))
+            frame, scale = observed_frame(rec)
+            tared = pred if scale is None else predictor.predict(
+                frame, object_ids=rec.labelled_ids(), with_mesh=False)
+            grasp_ap.append(refined_grasp_ap(tared, rec, frame=frame))
         by_id = {o.object_id: o for o in pred.objects}
         for oid in rec.labelled_ids():
             gt = rec.target(oid, with_grasps=False, sensor_frame=True)
