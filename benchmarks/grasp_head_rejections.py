@@ -4,8 +4,9 @@
         --checkpoint direct=checkpoints/zerograsp_cpu.pt \
         --checkpoint paper=checkpoints/campaign/paper_head/best.pt --max-scenes 20
 
-Per checkpoint and validation scene: the network's grasps (256 per object) go
-through the full refinement on the reconstruction (table plane fitted on the
+Per checkpoint and validation scene: the network's grasps (256 per object),
+predicted on the depth-tared frame the pipeline sees (`evaluate.observed_frame`),
+go through the full refinement on the reconstruction (table plane fitted on the
 observed table, `training.evaluate.refine_on_reconstruction`); the share of
 decoded grasps rejected as `below_table` or `approach_cone` is what a head
 wastes on approaches a robot cannot take. Then the evaluation of

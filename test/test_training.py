@@ -88,6 +88,11 @@ def test_tiny_generate_train_resume_evaluate(tiny_data, tmp_path):
     assert result['objects_total'] >= 1
     vis = result['reconstruction']['visible']
     assert 0.0 <= vis['f1'] <= 1.0 and vis['cd_mm'] > 0
+    assert result['depth_tare']['enabled'] and result['depth_tare']['frames_tared'] >= 1
+    for stage in ('grasps', 'grasps_refined'):
+        if stage in result:   # P@1 is one top grasp per scene: its interval holds it
+            lo, hi = result[stage]['precision@1_ci95']
+            assert 0.0 <= lo <= result[stage]['precision@1'] <= hi <= 1.0
     out = write_results(result, tmp_path / 'eval.json', 'test')
     saved = json.loads(out.read_text())
     assert {'machine', 'date', 'command', 'reconstruction'} <= set(saved)

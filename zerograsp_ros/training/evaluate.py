@@ -53,6 +53,7 @@ from zerograsp_ros.data.labels import (
 )
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import unproject
+from zerograsp_ros.sim.benchmark_report import wilson_interval
 
 F1_THRESHOLD_M = 0.01
 PRECISION_MU = 0.8
@@ -312,6 +313,9 @@ def _precision(grasp_rows: list[dict]) -> dict:
     for k in TOP_K:
         hits = [np.asarray(g['success'])[:k, mu_i] for g in grasp_rows]
         out[f'precision@{k}'] = float(np.mean(np.concatenate(hits)))
+    # one top grasp per scene: a binomial over scenes
+    top1 = int(sum(bool(np.asarray(g['success'])[0, mu_i]) for g in grasp_rows))
+    out['precision@1_ci95'] = list(wilson_interval(top1, len(grasp_rows)))
     ap = [_scene_ap(g['success']) for g in grasp_rows]
     out['ap_mu_0.2_to_1.2_k_1_to_10'] = float(np.mean(ap))
     out['ap_per_mu'] = dict(zip(map(str, FRICTION_COEFFICIENTS),
