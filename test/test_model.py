@@ -250,6 +250,20 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
         load_checkpoint(bad)
 
 
+def test_a_wider_signal_head_leaves_the_occupancy_heads_alone(tmp_path):
+    narrow, wide = small_model(), small_model(signal_head_hidden=96)
+    assert wide.signal_head[-1].linear.weight.shape == (14, 96)
+    assert narrow.signal_head[-1].linear.weight.shape == (14, CPU.head_hidden)
+    for a, b in zip(narrow.occ_heads.parameters(), wide.occ_heads.parameters()):
+        assert a.shape == b.shape
+    path = tmp_path / 'wide.pt'
+    save_checkpoint(path, wide, wide.config)
+    loaded, cfg, _ = load_checkpoint(path)
+    assert cfg.signal_head_hidden == 96 and loaded.signal_head[-1].linear.in_features == 96
+    with pytest.raises(InputError, match='signal_head_hidden'):
+        CPU.replace(signal_head_hidden=-1)
+
+
 # ------------------------------------------------------------------ bad input
 def _frame(**changes):
     frame, _ = table_scene(2, SMALL_INTR, seed=0)

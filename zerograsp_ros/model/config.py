@@ -70,6 +70,7 @@ class ModelConfig:
     resblocks_per_depth: int = 2
     bottleneck: int = 4
     head_hidden: int = 64
+    signal_head_hidden: int = 0      # finest-depth (surface + grasp) head; 0 = head_hidden
     # --- image encoder (trained from scratch; see image_encoder.py for the seam)
     image_encoder: str = 'small_cnn'
     image_feature_channels: int = 32
@@ -146,6 +147,8 @@ class ModelConfig:
             if not 0.0 < self.decode_approach_cone_deg <= 180.0:
                 problems.append('decode_approach_cone_deg must lie in (0, 180], got '
                                 f'{self.decode_approach_cone_deg}')
+        if self.signal_head_hidden < 0:
+            problems.append(f'signal_head_hidden must be >= 0, got {self.signal_head_hidden}')
         if problems:
             raise InputError('invalid ModelConfig: ' + '; '.join(problems))
 

@@ -192,7 +192,8 @@ class ZeroGraspNet(nn.Module):
                             nempty=False) for d in range(L, D + 1)])
         self.occ_heads = nn.ModuleList([_head(c[d], config.head_hidden, 2)
                                         for d in range(L, D + 1)])
-        self.signal_head = _head(c[D], config.head_hidden, config.signal_channels)
+        self.signal_head = _head(c[D], config.signal_head_hidden or config.head_hidden,
+                                 config.signal_channels)
 
     # ------------------------------------------------------------------ inputs
     @property

@@ -293,6 +293,8 @@ def train(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = preset(args.preset, args.grasp_head).replace(seed=args.seed)
+    if args.signal_head_hidden:
+        config = config.replace(signal_head_hidden=args.signal_head_hidden)
     data = Path(args.data)
     train_pool = RecordPool(data / 'train', args.max_train_scenes, ddp.rank, ddp.world_size)
     train_recs = train_pool.records
@@ -509,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--freeze-backbone', action='store_true',
                     help='train only the finest-depth head (e.g. a new grasp head on a '
                          'trained reconstruction)')
+    ap.add_argument('--signal-head-hidden', type=int, default=0,
+                    help="hidden width of the finest-depth (surface + grasp) head (0: the "
+                         "preset's head_hidden); a new width starts that head fresh under --init")
     ap.add_argument('--init', default=None,
                     help='start from this checkpoint\'s weights where names and shapes match '
                          '(a fresh run only; --resume wins)')
