@@ -37,6 +37,8 @@ from zerograsp_ros.grasp.representation import (
 from zerograsp_ros.model.config import ModelConfig
 from zerograsp_ros.model.targets import LEAF_TARGET_CHANNELS
 
+DECODE_CLEARANCE_M = 0.002   # decoded finger boxes stay this far above the table plane
+
 
 def head_slices(config: ModelConfig) -> dict[str, slice]:
     """Channel ranges of the paper head's signal (after normal 3 and SDF 1)."""
@@ -88,7 +90,7 @@ def reachable_views(config: ModelConfig, up: np.ndarray | None, device=None) -> 
 def decode_paper_grasps(signal: torch.Tensor, config: ModelConfig,
                         up: np.ndarray | None = None, points: torch.Tensor | None = None,
                         table_plane: np.ndarray | None = None, gripper=None,
-                        clearance_m: float = 0.002) -> dict[str, torch.Tensor]:
+                        clearance_m: float = DECODE_CLEARANCE_M) -> dict[str, torch.Tensor]:
     """Per leaf the top reachable views: (L, K) fields; K = grasp_views_per_leaf.
 
     Returns graspness (leaf graspness x view probability among all views),

@@ -29,7 +29,7 @@ from zerograsp_ros.grasp.representation import GraspSet, rotation_from_axes
 from zerograsp_ros.model.calibration import CHECKPOINT_KEY, ScoreCalibration
 from zerograsp_ros.model.checkpoint import load_checkpoint
 from zerograsp_ros.model.config import ModelConfig
-from zerograsp_ros.model.grasp_bins import decode_paper_grasps
+from zerograsp_ros.model.grasp_bins import DECODE_CLEARANCE_M, decode_paper_grasps
 from zerograsp_ros.model.inputs import leaf_centres_unit, observe_scene
 from zerograsp_ros.model.network import ZeroGraspNet
 from zerograsp_ros.runtime import StageTimer, resolve_device
@@ -113,7 +113,7 @@ def estimate_table_plane(frame: RGBDFrame, max_points: int = 20000) -> np.ndarra
 def reachable_from_above(rotations: np.ndarray, points: np.ndarray, widths: np.ndarray,
                          depths: np.ndarray, cone_deg: float, up: np.ndarray | None = None,
                          table_plane: np.ndarray | None = None, gripper=None,
-                         clearance_m: float = 0.002) -> np.ndarray:
+                         clearance_m: float = DECODE_CLEARANCE_M) -> np.ndarray:
     """(N,) bool: grasps a robot can take from above the table.
 
     The approach lies within `cone_deg` of straight down (-up); with `table_plane`
@@ -207,14 +207,15 @@ class ZeroGraspPredictor:
         leaf_obj = octree.batch_id(D, nempty=True)
         fields_ = decode_leaves(out['signal'], centres, cfg)
         warnings = list(scene.warnings)
+        # both heads decode only grasps reachable from above the table
+        plane = None
+        if table_up is None:
+            plane = estimate_table_plane(frame)
+            if plane is None:
+                warnings.append('no table plane found in the frame: grasps are decoded '
+                                'from every direction, also from below the table')
         views = 1   # grasps per leaf
         if cfg.grasp_head == 'paper':
-            plane = None
-            if table_up is None:
-                plane = estimate_table_plane(frame)
-                if plane is None:
-                    warnings.append('no table plane found in the frame: grasps are decoded '
-                                    'from every view, also from below the table')
             dec = decode_paper_grasps(out['signal'], cfg, table_up, points=fields_['points'],
                                       table_plane=plane, gripper=self.gripper)
             views = dec['graspness'].shape[1]
@@ -227,10 +228,6 @@ class ZeroGraspPredictor:
         reachable = np.ones(len(score_np), bool)
         if 'rotation' not in host:   # direct head: one grasp per leaf, kept if reachable
             host['rotation'] = rotation_from_axes(host['approach'], host['closing'])
-            plane = None if table_up is not None else estimate_table_plane(frame)
-            if plane is None and table_up is None:
-                warnings.append('no table plane found in the frame: grasps are decoded '
-                                'from every direction, also from below the table')
             reachable = reachable_from_above(host['rotation'], host['points'], host['width'],
                                              host['depth'], cfg.decode_approach_cone_deg,
                                              table_up, plane, self.gripper)
