@@ -3,7 +3,15 @@ import os
 from pathlib import Path
 import zlib
 
+from hypothesis import settings
 import pytest
+
+# Property tests replay a fixed example sequence, so a verdict (CI's included) is
+# reproducible; ZEROGRASP_FUZZ_RANDOM=1 explores new inputs (a failure prints the blob
+# that replays it) and ZEROGRASP_FUZZ_SCALE=N runs N times the robustness examples.
+settings.register_profile('replay', derandomize=True, database=None)
+settings.register_profile('explore', derandomize=False, database=None)
+settings.load_profile('explore' if os.environ.get('ZEROGRASP_FUZZ_RANDOM') == '1' else 'replay')
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / '.ws' / 'install'
