@@ -234,3 +234,48 @@ def test_machines_split_a_split_by_shard_number_into_the_same_files(tiny_split, 
         assert np.array_equal(mine['s0_depth_mm'], whole['s0_depth_mm'])
     with pytest.raises(InputError, match='--part'):
         generate_split(tmp_path, 'test', 2, seed=5, part=2, parts=2, progress=False)
+
+
+def test_raw_grasp_failure_breakdown_names_each_cause(tiny_split):
+    """The raw-grasp failure breakdown (benchmarks/raw_grasp_failures.py) names causes.
+
+    A finger through the grasped object, a grasp under the table and one in mid-air get
+    own_object, table and empty.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    from zerograsp_ros.data.dataset import ShardDataset
+    from zerograsp_ros.grasp.representation import GraspSet
+    from zerograsp_ros.model.inference import Prediction
+
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'raw_grasp_failures.py'
+    spec = importlib.util.spec_from_file_location('raw_grasp_failures', path)
+    rgf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rgf)
+    out, _, _ = tiny_split
+    rec = ShardDataset(out / 'test').record(0)
+    config = LabelConfig()
+    gripper = config.gripper
+    meshes = rec.world_meshes()
+    oid = max(meshes, key=lambda i: np.ptp(meshes[i].vertices[:, 2]))   # the tallest object
+    top = meshes[oid].vertices[np.argmax(meshes[oid].vertices[:, 2])]
+    R = rotation_from_axes(np.array([0.0, 0.0, -1.0]), np.array([1.0, 0.0, 0.0]))[0]
+    width, depth = 0.04, 0.02
+    finger = gripper.boxes([width], [depth])[0, 0].mean(0)   # centre of the +y finger box
+    world = np.stack([top - R @ finger,                       # that finger around the top
+                      np.array([top[0], top[1], -0.05]),       # under the table
+                      np.array([top[0], top[1], 0.6])])        # in mid-air
+    T_cw = np.linalg.inv(np.asarray(rec['T_world_camera'], dtype=np.float64))
+    n = len(world)
+    grasps = GraspSet(rotations=np.repeat((T_cw[:3, :3] @ R)[None], n, 0),
+                      translations=world @ T_cw[:3, :3].T + T_cw[:3, 3],
+                      widths=np.full(n, width), depths=np.full(n, depth),
+                      scores=np.array([0.9, 0.8, 0.7]), qualities=np.array([0.9, 0.8, 0.7]),
+                      graspness=np.ones(n), object_ids=np.full(n, oid))
+    result = rgf.scene_breakdown(Prediction([], grasps), rec, config)
+    assert result['judged'] == 3
+    assert result['causes'] == {'success': 0, 'table': 1, 'own_object': 1, 'neighbour': 0,
+                                'empty': 1, 'force_closure': 0}
+    assert all(0 <= v <= 3 for v in result['what_if'].values())
+    assert result['rankings']['quality']['judged'] == 3
