@@ -214,8 +214,9 @@ def test_dense_only_scenes_train_on_best_view_labels_the_judge_accepts(tmp_path)
     assert rec.has_dense_labels and rec.labelled_ids()
     judged = 0
     for oid in rec.labelled_ids():
-        tgt = rec.target(oid, sensor_frame=False)
+        tgt = rec.target(oid, sensor_frame=False, grasp_modes=True)
         tgt.validate()
+        assert rec.target(oid).grasp_modes is None       # only when asked for
         assert len(tgt.grasp_points) == 48 and tgt.label_radius_m > 0.005
         assert 0.0 <= tgt.graspness.min() and tgt.graspness.max() <= 1.0
         np.testing.assert_allclose(np.linalg.norm(tgt.grasp_approach, axis=1), 1.0, atol=1e-5)
@@ -232,6 +233,20 @@ def test_dense_only_scenes_train_on_best_view_labels_the_judge_accepts(tmp_path)
         ok = grasp_success(grasps, rec, scene_geometry(rec))[:, -1]
         judged += n
         assert ok.mean() >= 0.7, f'object {oid}: {ok.mean():.2f} of {n} best-view labels succeed'
+        # the other grasp modes (other views, rebuilt from the template copies) are exact
+        # grasps too: a wrong recovered rotation or angle would lose most
+        modes = tgt.grasp_modes
+        has = rec['obj%d_dense_has_grasp' % oid].astype(bool)
+        np.testing.assert_allclose(modes[has, 0, 0:3], tgt.grasp_approach[has])
+        more = np.abs(modes[:, 1:, 0:3]).sum(-1) > 0                      # (P, modes - 1)
+        assert more[has].any(1).mean() > 0.5 and not more[~has].any()
+        p, m = np.nonzero(more)
+        a, c = modes[p, 1 + m, 0:3], modes[p, 1 + m, 3:6]
+        grasps = GraspSet(np.stack([a, c, np.cross(a, c)], axis=2), tgt.grasp_points[p],
+                          modes[p, 1 + m, 6], modes[p, 1 + m, 7], np.ones(len(p)),
+                          modes[p, 1 + m, 8], np.ones(len(p)), np.full(len(p), oid, np.int32))
+        ok = grasp_success(grasps, rec, scene_geometry(rec))[:, -1]
+        assert ok.mean() >= 0.7, f'object {oid}: {ok.mean():.2f} of {len(p)} modes succeed'
     assert judged >= 10
     samples = ShardDataset(tmp_path / 'data' / 'train')[0]
     assert all(t.has_grasp_labels for t in samples.targets.values())
@@ -240,3 +255,13 @@ def test_dense_only_scenes_train_on_best_view_labels_the_judge_accepts(tmp_path)
     old.arrays = {k: v for k, v in old.arrays.items() if 'dense_best_approach' not in k}
     with pytest.raises(InputError, match='regenerate'):
         old.target(rec.labelled_ids()[0])
+    # modes of labels on another grid are refused by name, not guessed
+    other = ShardDataset(tmp_path / 'data' / 'train').record(0)
+    oid = rec.labelled_ids()[0]
+    turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) @ \
+        np.array([[1.0, 0.0, 0.0], [0.0, 0.6, -0.8], [0.0, 0.8, 0.6]])
+    other.arrays = dict(other.arrays)
+    other.arrays[f'obj{oid}_dense_best_approach'] = \
+        np.roll(other.arrays[f'obj{oid}_dense_best_approach'], 1, axis=0) @ turn.T
+    with pytest.raises(InputError, match='label grid'):
+        other.target(oid, grasp_modes=True)

@@ -91,12 +91,12 @@ def test_decoding_keeps_only_views_reachable_from_above():
     assert reachable_views(PAPER, None).all()
 
 
-def _train_a_few_steps(sample, steps: int = 12) -> tuple[dict, dict]:
-    """Loss terms of the first and the last of a few paper-head steps on one scene."""
+def _train_a_few_steps(sample, steps: int = 12, config=PAPER) -> tuple[dict, dict]:
+    """Loss terms of the first and the last of a few steps on one scene (paper head)."""
     from zerograsp_ros.model.network import ZeroGraspNet, training_step
 
     torch.manual_seed(0)
-    model = ZeroGraspNet(PAPER)
+    model = ZeroGraspNet(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for step in range(steps):
@@ -327,3 +327,56 @@ def test_direct_head_decodes_only_grasps_reachable_from_above():
     assert len(g) > 0
     assert (g.rotations[:, :, 0] @ -plane[:3] >= math.cos(math.radians(75.0)) - 1e-4).all()
     assert (_finger_corner_heights(g, plane, predictor.gripper) >= 0.002 - 1e-4).all()
+
+
+def test_nearest_grasp_mode_is_the_valid_mode_closest_to_the_prediction():
+    """Winner takes all: each leaf regresses towards its nearest valid grasp mode."""
+    from zerograsp_ros.model.losses import nearest_grasp_mode
+    from zerograsp_ros.model.targets import GRASP_MODE_CHANNELS, LEAF_TARGET_CHANNELS
+
+    views = fibonacci_views(60)[[0, 20, 40]]
+    R = rotation_from_approach(views, np.array([0.0, 0.5, 1.0]))
+    t = torch.zeros((3, LEAF_TARGET_CHANNELS + 3 * GRASP_MODE_CHANNELS))
+    t[:, 5], t[:, 6:9], t[:, 9:12] = 0.3, torch.tensor(R[0, :, 0]), torch.tensor(R[0, :, 1])
+    modes = t[:, LEAF_TARGET_CHANNELS:].view(3, 3, GRASP_MODE_CHANNELS)
+    for m in range(3):
+        modes[:2, m, 0:3], modes[:2, m, 3:6] = torch.tensor(R[m, :, 0]), torch.tensor(R[m, :, 1])
+        modes[:2, m, 6:9] = torch.tensor([0.1 * m, 0.2 * m, 0.5 + 0.1 * m])
+    modes[1, 2] = 0.0                                    # leaf 1: mode 2 does not exist
+    # leaf 0 and 1 predict near mode 2 (with the closing axis flipped: same grasp), leaf 2
+    # has no modes at all
+    approach = torch.tensor(R[[2, 2, 2], :, 0]) + 0.05
+    closing = -torch.tensor(R[[2, 2, 2], :, 1])
+    chosen = nearest_grasp_mode(torch.nn.functional.normalize(approach, dim=1),
+                                closing, t, 3)
+    assert chosen.shape == (3, 9)
+    torch.testing.assert_close(chosen[0], torch.cat([modes[0, 2, 8:9], modes[0, 2, 0:8]]))
+    a, c = torch.nn.functional.normalize(approach, dim=1)[1].numpy(), closing[1].numpy()
+    cost = [(1 - a @ R[m, :, 0]) + (1 - abs(c @ R[m, :, 1])) for m in (0, 1)]
+    m = int(np.argmin(cost))                             # the nearest mode that exists
+    torch.testing.assert_close(chosen[1], torch.cat([modes[1, m, 8:9], modes[1, m, 0:8]]))
+    torch.testing.assert_close(chosen[2], t[2, 5:14])    # no modes: the best grasp
+    with pytest.raises(InputError, match='carry'):
+        nearest_grasp_mode(approach, closing, t[:, :LEAF_TARGET_CHANNELS + 9], 3)
+
+
+def test_direct_head_with_grasp_modes_trains_towards_them():
+    """A few direct-head steps with grasp_modes lower the approach and closing terms."""
+    from zerograsp_ros.model.synthetic import table_sample
+
+    sample = table_sample(2, seed=3)
+    for target in sample.targets.values():
+        a, c = np.asarray(target.grasp_approach), np.asarray(target.grasp_closing)
+        turned = np.cross(a, c)      # a second valid grasp: the closing axis turned 90 deg
+        target.grasp_modes = np.zeros((len(a), 8, 9), np.float32)
+        target.grasp_modes[:, 0, 0:3], target.grasp_modes[:, 0, 3:6] = a, c
+        target.grasp_modes[:, 1, 0:3], target.grasp_modes[:, 1, 3:6] = a, turned
+        target.grasp_modes[:, :2, 6] = np.asarray(target.grasp_width)[:, None]
+        target.grasp_modes[:, :2, 7] = np.asarray(target.grasp_depth)[:, None]
+        target.grasp_modes[:, :2, 8] = np.asarray(target.grasp_quality)[:, None]
+    direct = preset('cpu').replace(transformer_dropout=0.0, grasp_modes=2)
+    first, terms = _train_a_few_steps(sample, config=direct)
+    assert np.isfinite(terms['total'])
+    assert terms['approach'] < first['approach'] and terms['closing'] < first['closing']
+    with pytest.raises(InputError, match='grasp_modes'):
+        preset('cpu').replace(grasp_modes=9)

@@ -37,7 +37,14 @@ from zerograsp_ros.data.generate import SCHEMA_VERSION
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics
 from zerograsp_ros.geometry.rgbd import RGBDFrame
-from zerograsp_ros.model.targets import ObjectTarget, SceneSample
+from zerograsp_ros.grasp.representation import (
+    GRASPNET_DEPTHS,
+    GRASPNET_NUM_ANGLES,
+    fibonacci_views,
+    rotation_from_approach,
+)
+from zerograsp_ros.model.config import MAX_GRASP_MODES
+from zerograsp_ros.model.targets import GRASP_MODE_CHANNELS, ObjectTarget, SceneSample
 
 
 @dataclass
@@ -105,8 +112,11 @@ class SceneRecord:
         return float(self.arrays['depth_scale'])
 
     def target(self, object_id: int, with_grasps: bool = True,
-               sensor_frame: bool = False) -> ObjectTarget:
-        """Ground truth of one object; sensor_frame=True scales it like the observed depth."""
+               sensor_frame: bool = False, grasp_modes: bool = False) -> ObjectTarget:
+        """Ground truth of one object; sensor_frame=True scales it like the observed depth.
+
+        grasp_modes: also each dense label point's grasp modes (`_dense_grasp_modes`).
+        """
         a, k = self.arrays, f'obj{object_id}_'
         s = self.depth_scale() if sensor_frame else 1.0
         tgt = ObjectTarget(object_id=int(object_id),
@@ -114,6 +124,8 @@ class SceneRecord:
                            surface_normals=a[k + 'surface_normals'])
         if with_grasps and self.has_dense_labels:
             _put_dense_grasp_labels(tgt, a, k, s, self._dense_scene_max())
+            if grasp_modes and tgt.has_grasp_labels:
+                tgt.grasp_modes = _dense_grasp_modes(a, k, a[k + 'dense_has_grasp'].astype(bool))
         elif with_grasps and len(a.get(k + 'grasp_points', ())):
             scene_max = max((float(a[f'obj{i}_grasp_graspness_raw'].max(initial=0.0))
                              for i in self.labelled_ids()), default=0.0)
@@ -127,10 +139,11 @@ class SceneRecord:
             tgt.grasp_depth = a[k + 'grasp_depth']
         return tgt
 
-    def sample(self, with_grasps: bool = True, sensor_frame: bool = True) -> SceneSample:
+    def sample(self, with_grasps: bool = True, sensor_frame: bool = True,
+               grasp_modes: bool = False) -> SceneSample:
         """Training sample: frame + targets (by default in the sensor's scaled frame)."""
         return SceneSample(frame=self.frame(),
-                           targets={i: self.target(i, with_grasps, sensor_frame)
+                           targets={i: self.target(i, with_grasps, sensor_frame, grasp_modes)
                                     for i in self.labelled_ids()})
 
 
@@ -164,6 +177,91 @@ def _put_dense_grasp_labels(tgt: ObjectTarget, a: dict, k: str, scale: float,
     tgt.view_graspness = np.where(ok[:, None], a[k + 'dense_graspness'], 0).astype(np.float16)
     spacing = cKDTree(pts).query(pts, k=2)[0][:, 1] if len(pts) > 1 else np.zeros(1)
     tgt.label_radius_m = float(2.0 * np.median(spacing) * scale)
+
+
+def _dense_grasp_modes(a: dict, k: str, ok: np.ndarray) -> np.ndarray:
+    """(P, MAX_GRASP_MODES, 9) grasp modes per point (`ObjectTarget.grasp_modes`).
+
+    Each point's best grasp in each of its most graspable object views, exact, best
+    first. The shards keep per camera template view only a copy of the nearest object
+    view's label with the in-plane angle re-binned (up to ~20 deg off for 30 object
+    views), so the object's rotation is recovered from the exact best grasps (each is
+    the rotation applied to one of the label grid's view x angle frames) and the grid's
+    grasps are rebuilt with it. InputError when no rotation explains every best grasp
+    (a data set labelled on another grid than `DenseLabelConfig()`'s).
+    """
+    from zerograsp_ros.data.dense_labels import DenseLabelConfig
+
+    modes = np.zeros((len(ok), MAX_GRASP_MODES, GRASP_MODE_CHANNELS), np.float32)
+    modes[:, 0, 0:3] = a[k + 'dense_best_approach']
+    modes[:, 0, 3:6] = a[k + 'dense_best_closing']
+    modes[:, 0, 6] = a[k + 'dense_best_width']
+    modes[:, 0, 7] = a[k + 'dense_best_depth']
+    modes[:, 0, 8] = a[k + 'dense_best_quality']
+    modes[~ok] = 0.0
+    if not ok.any():
+        return modes
+    grid = DenseLabelConfig()
+    views, angles = grid.views(), grid.angles()
+    frames = rotation_from_approach(np.repeat(views, len(angles), 0),
+                                    np.tile(angles, len(views))).astype(np.float64)   # (G,3,3)
+    best = np.stack([modes[ok, 0, 0:3], modes[ok, 0, 3:6],
+                     np.cross(modes[ok, 0, 0:3], modes[ok, 0, 3:6])], axis=2).astype(np.float64)
+    rotation = _grid_rotation(best, frames)
+    if rotation is None:
+        raise InputError(f'{k}dense labels: no rotation of the default label grid '
+                         f'({len(views)} views x {len(angles)} angles) explains their best '
+                         'grasps, so their grasp modes cannot be rebuilt; train without '
+                         '--grasp-modes or regenerate with the default DenseLabelConfig')
+    # per point and object view: the template nearest that view carries its label
+    n_u = a[k + 'dense_graspness'].shape[1]
+    cam_views = views @ rotation.T
+    template = np.argmax(cam_views @ fibonacci_views(n_u).T, axis=1)          # (V,)
+    graspness = a[k + 'dense_graspness'].astype(np.float32)[:, template]      # (P, V)
+    angle_bin = a[k + 'dense_angle_bin'].astype(np.int64)[:, template]
+    has = (angle_bin >= 0) & ok[:, None]
+    # the template's re-binned closing axis picks the grid angle (grid angles 30 deg apart)
+    ref = rotation_from_approach(fibonacci_views(n_u)[template]).astype(np.float64)
+    theta = angle_bin * (np.pi / GRASPNET_NUM_ANGLES)
+    closing = (np.cos(theta)[..., None] * ref[None, :, :, 1]
+               + np.sin(theta)[..., None] * ref[None, :, :, 2])                # (P, V, 3)
+    grid_closing = np.einsum('ij,vajk->vaik', rotation,
+                             frames.reshape(len(views), len(angles), 3, 3))[..., 1]  # (V,A,3)
+    angle = np.abs(np.einsum('pvi,vai->pva', closing, grid_closing)).argmax(2)  # (P, V)
+    rank = np.where(has, graspness + 1e-3 * a[k + 'dense_quality'].astype(np.float32)[
+        :, template], -1.0)
+    top = np.argsort(-rank, axis=1, kind='stable')[:, :MAX_GRASP_MODES]          # (P, K)
+    rows = np.arange(len(ok))[:, None]
+    R = rotation @ frames[top * len(angles) + angle[rows, top]]                 # (P,K,3,3)
+    depth = np.asarray(GRASPNET_DEPTHS, np.float32)[
+        np.clip(a[k + 'dense_depth_bin'].astype(np.int64)[:, template][rows, top], 0, None)]
+    rebuilt = np.concatenate([R[..., 0], R[..., 1],
+                              a[k + 'dense_width'].astype(np.float32)[:, template][rows, top,
+                                                                                  None],
+                              depth[..., None],
+                              a[k + 'dense_quality'].astype(np.float32)[:, template][rows, top,
+                                                                                    None]], -1)
+    valid = has[rows, top]
+    modes[:, 1:] = np.where(valid[:, 1:, None], rebuilt[:, 1:], 0.0)   # mode 0: exact best
+    return modes
+
+
+def _grid_rotation(best: np.ndarray, frames: np.ndarray, tol_deg: float = 1.0):
+    """The rotation R with every best[i] = R @ frames[j_i] for some grid frame j_i, or None.
+
+    best (N, 3, 3) and frames (G, 3, 3) are rotation matrices (columns approach,
+    closing, normal); a best grasp is written exactly as R @ frame, so the first one
+    fixes R up to which frame it is, and the others test each candidate.
+    """
+    cos_tol = np.cos(np.radians(tol_deg))
+    for candidate in (best[0] @ frames.transpose(0, 2, 1)):                  # R = B0 F_j^T
+        grid = np.einsum('ij,gjk->gik', candidate, frames)                    # (G, 3, 3)
+        # every best grasp must match some grid frame, its closing axis up to sign
+        approach = best[:, :, 0] @ grid[:, :, 0].T > cos_tol                  # (N, G)
+        closing = np.abs(best[:, :, 1] @ grid[:, :, 1].T) > cos_tol
+        if (approach & closing).any(1).all():
+            return candidate
+    return None
 
 
 def estimate_depth_scale(record: SceneRecord) -> float:

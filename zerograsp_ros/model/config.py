@@ -42,6 +42,7 @@ from zerograsp_ros.errors import InputError
 from zerograsp_ros.grasp.representation import GRASPNET_DEPTHS
 
 GRASP_HEADS = ('direct', 'paper')
+MAX_GRASP_MODES = 8   # grasp modes stored per dense label point (data/dataset.py)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,11 @@ class ModelConfig:
     grasp_angle_bins: int = 12         # paper head: in-plane angles k * pi / bins (GraspNet)
     grasp_width_bins: int = 10         # paper head: equal bins over [0, max_grasp_width_m]
     grasp_views_per_leaf: int = 2      # paper head: decoded views per leaf (best reachable)
+    # direct head: with grasp_modes > 0 the axes, width, depth and quality regress towards
+    # whichever of a leaf's best grasps in its `grasp_modes` most graspable views lies
+    # nearest the prediction (a leaf has several valid grasps; regressing one chosen by
+    # label order averages them into none); 0 = always the single best grasp
+    grasp_modes: int = 0
     decode_approach_cone_deg: float = 75.0   # both heads: decoded approach within this of
     #                                          straight down onto the table
     # --- losses (paper supplement weights)
@@ -147,6 +153,9 @@ class ModelConfig:
             if not 0.0 < self.decode_approach_cone_deg <= 180.0:
                 problems.append('decode_approach_cone_deg must lie in (0, 180], got '
                                 f'{self.decode_approach_cone_deg}')
+        if not 0 <= self.grasp_modes <= MAX_GRASP_MODES:
+            problems.append(f'grasp_modes must lie in 0..{MAX_GRASP_MODES}, got '
+                            f'{self.grasp_modes}')
         if self.signal_head_hidden < 0:
             problems.append(f'signal_head_hidden must be >= 0, got {self.signal_head_hidden}')
         if problems:

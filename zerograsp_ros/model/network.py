@@ -387,7 +387,8 @@ def ground_truth_octree(samples: list[SceneSample], scenes: list[SceneObservatio
                              config.voxel_size_m, config.max_grasp_width_m,
                              config.max_grasp_depth_m,
                              tgt.label_radius_m or config.grasp_label_radius_m,
-                             config.grasp_views if config.grasp_head == 'paper' else 0)
+                             config.grasp_views if config.grasp_head == 'paper' else 0,
+                             config.grasp_modes if config.grasp_head == 'direct' else 0)
             octrees.append(octree)
             feats.append(torch.from_numpy(t))
             has_grasps.append(tgt.has_grasp_labels)

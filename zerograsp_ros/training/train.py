@@ -295,6 +295,8 @@ def train(args) -> dict:
     config = preset(args.preset, args.grasp_head).replace(seed=args.seed)
     if args.signal_head_hidden:
         config = config.replace(signal_head_hidden=args.signal_head_hidden)
+    if args.grasp_modes:
+        config = config.replace(grasp_modes=args.grasp_modes)
     data = Path(args.data)
     train_pool = RecordPool(data / 'train', args.max_train_scenes, ddp.rank, ddp.world_size)
     train_recs = train_pool.records
@@ -303,6 +305,9 @@ def train(args) -> dict:
     if not train_recs:
         raise InputError(f'no labelled training scenes under {data / "train"}'
                          + (f' for rank {ddp.rank} of {ddp.world_size}' if ddp.enabled else ''))
+    if config.grasp_modes and not all(r.has_dense_labels for r in train_recs):
+        raise InputError('--grasp-modes needs dense labels (generate.py --dense-labels) in '
+                         f'every training scene under {data / "train"}')
     state_path, last_path, best_path = out / 'train_state.pt', out / 'last.pt', out / 'best.pt'
     step, elapsed, best_score = 0, 0.0, -1.0
     if args.select_by == 'grasp_ap' and args.val_grasp_scenes < 1:
@@ -376,7 +381,8 @@ def train(args) -> dict:
             g['lr'] = lr
         batch_idx = rng.choice(len(train_recs), size=min(args.batch, len(train_recs)),
                                replace=False)
-        batch = [train_recs[i].sample(sensor_frame=True) for i in batch_idx]
+        batch = [train_recs[i].sample(sensor_frame=True, grasp_modes=config.grasp_modes > 0)
+                 for i in batch_idx]
         optimizer.zero_grad(set_to_none=True)
         ok = True
         try:
@@ -514,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument('--signal-head-hidden', type=int, default=0,
                     help="hidden width of the finest-depth (surface + grasp) head (0: the "
                          "preset's head_hidden); a new width starts that head fresh under --init")
+    ap.add_argument('--grasp-modes', type=int, default=0,
+                    help='direct head: regress towards the nearest of each leaf\'s best grasps '
+                         'in its N most graspable views (dense labels; model/losses.py '
+                         'nearest_grasp_mode) instead of its single best grasp')
     ap.add_argument('--init', default=None,
                     help='start from this checkpoint\'s weights where names and shapes match '
                          '(a fresh run only; --resume wins)')
