@@ -128,25 +128,16 @@ def scene_breakdown(pred, record, config) -> dict:
 
 def breakdown(checkpoint: str, data: str, max_scenes: int | None, progress: bool = True) -> dict:
     import numpy as np
-    from tqdm import tqdm
 
-    from zerograsp_ros.data.dataset import ShardDataset
     from zerograsp_ros.data.labels import LabelConfig
     from zerograsp_ros.model.inference import ZeroGraspPredictor
     from zerograsp_ros.sim.benchmark_report import wilson_interval
-    from zerograsp_ros.training.evaluate import observed_frame
+    from zerograsp_ros.training.evaluate import labelled_scenes, observed_frame
 
     predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device='cpu', calibrated=False)
-    ds = ShardDataset(data)
-    n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
     config = LabelConfig()
     scenes = []
-    for si in tqdm(range(n), desc='raw grasp failures', unit='scene', disable=not progress,
-                   file=sys.stdout):
-        rec = ds.record(si)
-        ids = rec.labelled_ids()
-        if not ids:
-            continue
+    for _si, rec, ids in labelled_scenes(data, max_scenes, 'raw grasp failures', progress):
         frame, _ = observed_frame(rec)
         pred = predictor.predict(frame, object_ids=ids, with_mesh=False)
         if len(pred.grasps):

@@ -25,7 +25,6 @@ import sys
 
 import numpy as np
 
-from zerograsp_ros.data.dataset import ShardDataset
 from zerograsp_ros.errors import InputError
 from zerograsp_ros.model.calibration import (
     CHECKPOINT_KEY,
@@ -48,11 +47,10 @@ def collect_outcomes(predictor, data: str | Path, max_scenes: int | None = None,
     On the frames the pipeline sees (`evaluate.observed_frame`: depth tared against
     the known table unless `depth_tare` is False).
     """
-    from tqdm import tqdm
-
     from zerograsp_ros.data.labels import FRICTION_COEFFICIENTS
     from zerograsp_ros.training.evaluate import (
         grasp_success,
+        labelled_scenes,
         observed_frame,
         refine_on_reconstruction,
         scene_geometry,
@@ -62,15 +60,8 @@ def collect_outcomes(predictor, data: str | Path, max_scenes: int | None = None,
         raise InputError('collect outcomes with an uncalibrated predictor '
                          '(ZeroGraspPredictor.from_checkpoint(..., calibrated=False))')
     mu_i = FRICTION_COEFFICIENTS.index(SUCCESS_MU)
-    ds = ShardDataset(data)
-    n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
     rows = {s: {'raw': [], 'success': [], 'scene': []} for s in STAGES}
-    for si in tqdm(range(n), desc='judging grasps', unit='scene', disable=not progress,
-                   file=sys.stdout):
-        rec = ds.record(si)
-        ids = rec.labelled_ids()
-        if not ids:
-            continue
+    for si, rec, ids in labelled_scenes(data, max_scenes, 'judging grasps', progress):
         frame, _ = observed_frame(rec, depth_tare)
         pred = predictor.predict(frame, object_ids=ids, with_mesh=False)
         if not len(pred.grasps):

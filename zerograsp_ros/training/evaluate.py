@@ -151,6 +151,23 @@ def mirror_completion(points: np.ndarray, normals: np.ndarray, up: np.ndarray,
     return np.concatenate([points, mirrored]), np.concatenate([normals, mirrored_n])
 
 
+def labelled_scenes(data: str | Path, max_scenes: int | None, desc: str,
+                    progress: bool = True):
+    """(index, record, labelled ids) per scene with labelled objects, with a progress bar.
+
+    Of the split's first `max_scenes` scenes (all when None).
+    """
+    from tqdm import tqdm
+
+    ds = ShardDataset(data)
+    n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
+    for si in tqdm(range(n), desc=desc, unit='scene', disable=not progress, file=sys.stdout):
+        rec = ds.record(si)
+        ids = rec.labelled_ids()
+        if ids:
+            yield si, rec, ids
+
+
 def scene_geometry(record: SceneRecord, seed: int = 0):
     """The grasp judge's geometry for a stored scene (world frame), rebuilt from its meshes."""
     ids = [int(i) for i in record.object_ids]
@@ -171,24 +188,15 @@ def evaluate(checkpoint: str | None, data: str, max_scenes: int | None = None,
              device: str = 'auto', progress: bool = True, predictor=None,
              depth_tare: bool = True) -> dict:
     """Run every method on the split; returns the result dictionary (see module doc)."""
-    from tqdm import tqdm
-
     from zerograsp_ros.model.inference import ZeroGraspPredictor
 
-    ds = ShardDataset(data)
     if predictor is None and checkpoint is not None:
         # raw scores: precision and AP measure the ranking, which calibration keeps
         predictor = ZeroGraspPredictor.from_checkpoint(checkpoint, device=device,
                                                        calibrated=False)
-    n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
     rows, grasp_rows, refined_rows, paper_rows, times = [], [], [], [], []
     tare_scales, tare_refused = [], 0
-    for si in tqdm(range(n), desc='evaluating scenes', unit='scene', disable=not progress,
-                   file=sys.stdout):
-        rec = ds.record(si)
-        ids = rec.labelled_ids()
-        if not ids:
-            continue
+    for si, rec, ids in labelled_scenes(data, max_scenes, 'evaluating scenes', progress):
         T_wc = np.asarray(rec['T_world_camera'])
         up_cam = T_wc[:3, :3].T @ np.array([0.0, 0.0, 1.0])
         frame, tare_scale = observed_frame(rec, depth_tare)
