@@ -380,27 +380,3 @@ def test_direct_head_with_grasp_modes_trains_towards_them():
     assert terms['approach'] < first['approach'] and terms['closing'] < first['closing']
     with pytest.raises(InputError, match='grasp_modes'):
         preset('cpu').replace(grasp_modes=9)
-
-
-def test_a_table_plane_handed_to_the_predictor_is_the_one_it_decodes_against():
-    """Segmentation's plane, passed on, is what decoding clears (one table per request)."""
-    from pathlib import Path
-
-    from zerograsp_ros.geometry.rgbd import load_frame_dir
-    from zerograsp_ros.model.inference import ZeroGraspPredictor, estimate_table_plane
-
-    repo = Path(__file__).resolve().parents[1]
-    shipped, sample = repo / 'checkpoints' / 'zerograsp_cpu.pt', repo / 'samples' / 'tabletop'
-    if not (shipped.is_file() and sample.is_dir()):
-        pytest.skip('the shipped checkpoint or samples/tabletop is missing')
-    frame = load_frame_dir(sample)
-    predictor = ZeroGraspPredictor.from_checkpoint(shipped, device='cpu')
-    plane = estimate_table_plane(frame)
-    g = predictor.predict(frame, with_mesh=False).grasps
-    higher = plane - np.array([0.0, 0.0, 0.0, 0.03])   # the table 3 cm closer to the camera
-    h = predictor.predict(frame, with_mesh=False, table_plane=higher).grasps
-    assert 0 < len(h) < len(g)
-    assert (_finger_corner_heights(h, higher, predictor.gripper) >= 0.002 - 1e-4).all()
-    assert (_finger_corner_heights(g, higher, predictor.gripper) < 0.002 - 1e-4).any()
-    with pytest.raises(InputError, match='table_plane'):
-        predictor.predict(frame, table_plane=[0.0, 0.0, 2.0, 0.1])

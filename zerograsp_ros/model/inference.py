@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.meshing import mesh_from_points
 from zerograsp_ros.geometry.rgbd import RGBDFrame
 from zerograsp_ros.grasp import DEFAULT_GRIPPER
@@ -184,17 +183,16 @@ class ZeroGraspPredictor:
     @torch.no_grad()
     def predict(self, frame: RGBDFrame, max_grasps_per_object: int = 256,
                 object_ids=None, with_mesh: bool = True, *,
-                occupancy_guide=None, table_plane=None) -> Prediction:
+                occupancy_guide=None, table_up=None) -> Prediction:
         """Reconstruct and grasp every labelled object (or `object_ids`).
 
         InputError on bad input; objects with too few valid depth points are
         skipped with a warning in `Prediction.warnings`. `occupancy_guide` (an
         ocnn Octree of the same objects, for benchmarks and tests) makes the
         decoder follow that octree's occupancy instead of its own prediction.
-        `table_plane` (4,): the table plane (unit normal up, camera frame, as
-        `estimate_table_plane` returns it) that both heads decode reachable grasps
-        against, e.g. the one segmentation fitted; estimated from the frame's
-        background (label 0) when None.
+        `table_up` (3,): the table's up direction in the camera frame, for the
+        paper head's reachable views; estimated from the frame's background
+        (label 0) when None.
         """
         cfg = self.config
         timer = StageTimer(self.device)
@@ -210,17 +208,12 @@ class ZeroGraspPredictor:
         fields_ = decode_leaves(out['signal'], centres, cfg)
         warnings = list(scene.warnings)
         # both heads decode only grasps reachable from above the table
-        plane = None if table_plane is None else np.asarray(table_plane, dtype=np.float64)
-        if plane is not None and (plane.shape != (4,) or not np.isfinite(plane).all()
-                                  or abs(np.linalg.norm(plane[:3]) - 1.0) > 1e-3):
-            raise InputError(f'table_plane must be 4 finite numbers with a unit normal, got '
-                             f'{np.asarray(table_plane).tolist()}')
-        if plane is None:
+        plane = None
+        if table_up is None:
             plane = estimate_table_plane(frame)
             if plane is None:
                 warnings.append('no table plane found in the frame: grasps are decoded '
                                 'from every direction, also from below the table')
-        table_up = None if plane is None else plane[:3]
         views = 1   # grasps per leaf
         if cfg.grasp_head == 'paper':
             dec = decode_paper_grasps(out['signal'], cfg, table_up, points=fields_['points'],

@@ -322,8 +322,7 @@ class GraspNode(Node):
         check_object_extent(labelled.depth, labelled.intrinsics, labelled.labels, self.limits)
         if deadline is not None:
             deadline.check('the network')
-        # one table for decoding and refinement (None: the predictor fits its own)
-        prediction = self.pipeline.predict(labelled, watch, table_plane=plane)
+        prediction = self.pipeline.predict(labelled, watch)
         warnings += [str(w) for w in prediction.warnings]
         grasps = prediction.grasps.subset(prediction.grasps.finite_mask())
         if len(grasps) == 0:

@@ -209,18 +209,12 @@ class GraspPipeline:
                         meta=dict(frame.meta))
         return out, plane, warnings
 
-    def predict(self, frame: RGBDFrame, watch: StageTimer | None = None,
-                table_plane: np.ndarray | None = None):
-        """Run the network on a labelled frame; returns the model's Prediction.
-
-        `table_plane`: the plane `prepare` fitted, so decoding and refinement share one
-        table (the predictor fits its own when None).
-        """
+    def predict(self, frame: RGBDFrame, watch: StageTimer | None = None):
+        """Run the network on a labelled frame; returns the model's Prediction."""
         watch = watch or StageTimer()
         start = time.perf_counter()
         prediction = self.predictor.predict(frame,
-                                            max_grasps_per_object=self.max_grasps_per_object,
-                                            table_plane=table_plane)
+                                            max_grasps_per_object=self.max_grasps_per_object)
         total = time.perf_counter() - start
         stage_times = {str(k): float(v) for k, v in dict(prediction.timings).items()
                        if k != 'total'}
@@ -251,7 +245,7 @@ class GraspPipeline:
         start = time.perf_counter()
         k = int(max_grasps) if max_grasps else self.max_grasps
         labelled, plane, warnings = self.prepare(frame, labels, watch)
-        prediction = self.predict(labelled, watch, table_plane=plane)
+        prediction = self.predict(labelled, watch)
         warnings += [str(w) for w in prediction.warnings]
         grasps = prediction.grasps
         refined = False
