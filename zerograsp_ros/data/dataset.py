@@ -25,7 +25,7 @@ meshes without noise); evaluation compares against the true geometry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import json
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from zerograsp_ros.errors import InputError
 from zerograsp_ros.geometry.camera import CameraIntrinsics
 from zerograsp_ros.geometry.rgbd import RGBDFrame
 from zerograsp_ros.grasp.representation import (
-    GRASPNET_DEPTHS,
     GRASPNET_NUM_ANGLES,
     fibonacci_views,
     rotation_from_approach,
@@ -52,6 +51,8 @@ class SceneRecord:
     """Everything stored for one scene (arrays keyed without the `s<j>_` prefix)."""
 
     arrays: dict[str, np.ndarray]
+    # grasp modes per object id, rebuilt once (every training step would redo it)
+    _grasp_modes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __getitem__(self, key):
         return self.arrays[key]
@@ -125,7 +126,9 @@ class SceneRecord:
         if with_grasps and self.has_dense_labels:
             _put_dense_grasp_labels(tgt, a, k, s, self._dense_scene_max())
             if grasp_modes and tgt.has_grasp_labels:
-                tgt.grasp_modes = _dense_grasp_modes(a, k, a[k + 'dense_has_grasp'].astype(bool))
+                if object_id not in self._grasp_modes:
+                    self._grasp_modes[object_id] = _dense_grasp_modes(a, k)
+                tgt.grasp_modes = self._grasp_modes[object_id]
         elif with_grasps and len(a.get(k + 'grasp_points', ())):
             scene_max = max((float(a[f'obj{i}_grasp_graspness_raw'].max(initial=0.0))
                              for i in self.labelled_ids()), default=0.0)
@@ -179,7 +182,7 @@ def _put_dense_grasp_labels(tgt: ObjectTarget, a: dict, k: str, scale: float,
     tgt.label_radius_m = float(2.0 * np.median(spacing) * scale)
 
 
-def _dense_grasp_modes(a: dict, k: str, ok: np.ndarray) -> np.ndarray:
+def _dense_grasp_modes(a: dict, k: str) -> np.ndarray:
     """(P, MAX_GRASP_MODES, 9) grasp modes per point (`ObjectTarget.grasp_modes`).
 
     Each point's best grasp in each of its most graspable object views, exact, best
@@ -192,6 +195,7 @@ def _dense_grasp_modes(a: dict, k: str, ok: np.ndarray) -> np.ndarray:
     """
     from zerograsp_ros.data.dense_labels import DenseLabelConfig
 
+    ok = a[k + 'dense_has_grasp'].astype(bool)
     modes = np.zeros((len(ok), MAX_GRASP_MODES, GRASP_MODE_CHANNELS), np.float32)
     modes[:, 0, 0:3] = a[k + 'dense_best_approach']
     modes[:, 0, 3:6] = a[k + 'dense_best_closing']
@@ -214,33 +218,33 @@ def _dense_grasp_modes(a: dict, k: str, ok: np.ndarray) -> np.ndarray:
                          'grasps, so their grasp modes cannot be rebuilt; train without '
                          '--grasp-modes or regenerate with the default DenseLabelConfig')
     # per point and object view: the template nearest that view carries its label
-    n_u = a[k + 'dense_graspness'].shape[1]
-    cam_views = views @ rotation.T
-    template = np.argmax(cam_views @ fibonacci_views(n_u).T, axis=1)          # (V,)
-    graspness = a[k + 'dense_graspness'].astype(np.float32)[:, template]      # (P, V)
-    angle_bin = a[k + 'dense_angle_bin'].astype(np.int64)[:, template]
+    templates = fibonacci_views(a[k + 'dense_graspness'].shape[1])
+    template = np.argmax((views @ rotation.T) @ templates.T, axis=1)          # (V,)
+
+    def per_view(name, dtype):   # (P, V) the stored per-template label at each object view
+        return a[k + name].astype(dtype)[:, template]
+
+    graspness, quality = per_view('dense_graspness', np.float32), per_view('dense_quality',
+                                                                            np.float32)
+    angle_bin = per_view('dense_angle_bin', np.int64)
     has = (angle_bin >= 0) & ok[:, None]
     # the template's re-binned closing axis picks the grid angle (grid angles 30 deg apart)
-    ref = rotation_from_approach(fibonacci_views(n_u)[template]).astype(np.float64)
+    ref = rotation_from_approach(templates[template]).astype(np.float64)
     theta = angle_bin * (np.pi / GRASPNET_NUM_ANGLES)
     closing = (np.cos(theta)[..., None] * ref[None, :, :, 1]
                + np.sin(theta)[..., None] * ref[None, :, :, 2])                # (P, V, 3)
     grid_closing = np.einsum('ij,vajk->vaik', rotation,
                              frames.reshape(len(views), len(angles), 3, 3))[..., 1]  # (V,A,3)
     angle = np.abs(np.einsum('pvi,vai->pva', closing, grid_closing)).argmax(2)  # (P, V)
-    rank = np.where(has, graspness + 1e-3 * a[k + 'dense_quality'].astype(np.float32)[
-        :, template], -1.0)
+    rank = np.where(has, graspness + 1e-3 * quality, -1.0)
     top = np.argsort(-rank, axis=1, kind='stable')[:, :MAX_GRASP_MODES]          # (P, K)
     rows = np.arange(len(ok))[:, None]
     R = rotation @ frames[top * len(angles) + angle[rows, top]]                 # (P,K,3,3)
-    depth = np.asarray(GRASPNET_DEPTHS, np.float32)[
-        np.clip(a[k + 'dense_depth_bin'].astype(np.int64)[:, template][rows, top], 0, None)]
+    depth = np.asarray(grid.depths, np.float32)[
+        np.clip(per_view('dense_depth_bin', np.int64)[rows, top], 0, None)]
     rebuilt = np.concatenate([R[..., 0], R[..., 1],
-                              a[k + 'dense_width'].astype(np.float32)[:, template][rows, top,
-                                                                                  None],
-                              depth[..., None],
-                              a[k + 'dense_quality'].astype(np.float32)[:, template][rows, top,
-                                                                                    None]], -1)
+                              per_view('dense_width', np.float32)[rows, top, None],
+                              depth[..., None], quality[rows, top, None]], -1)
     valid = has[rows, top]
     modes[:, 1:] = np.where(valid[:, 1:, None], rebuilt[:, 1:], 0.0)   # mode 0: exact best
     return modes
